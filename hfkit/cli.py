@@ -1,0 +1,145 @@
+"""The `hfkit` command: a thin typer adapter over the Python API.
+
+Errors a user can cause print one line (`error: ...`) and exit 2 (config/data/usage) or 1 (a failure while
+running); `HFKIT_DEBUG=1` shows the traceback instead. torch and transformers are imported inside commands only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(
+    name="hfkit",
+    help=(
+        "Pretrain and fine-tune transformer models with the Hugging Face stack.\n\n"
+        "Every command takes a recipe (a YAML file, or the name of a shipped one) and KEY=VALUE overrides, "
+        "e.g.\n\n"
+        "  hfkit pretrain bert-mlm-tiny data.train=corpus.txt output_dir=runs/bert train.max_steps=200\n\n"
+        "Values are YAML (train.learning_rate=3e-4, data.train=[a.txt,b.txt]). `hfkit recipes` lists recipes."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+OVERRIDES_HELP = "KEY=VALUE overrides applied after the recipe, e.g. train.max_steps=100 output_dir=runs/x"
+
+
+def _run(fn, *args, **kwargs):
+    """Call into the library; turn its errors into one line and an exit code."""
+    from .errors import HfkitError
+
+    try:
+        return fn(*args, **kwargs)
+    except HfkitError as e:
+        if os.environ.get("HFKIT_DEBUG") == "1":
+            raise
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130)
+    except Exception as e:  # a failure while running: still one line unless debugging
+        if os.environ.get("HFKIT_DEBUG") == "1":
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        typer.echo(f"error: {type(e).__name__}: {first[:500]} (rerun with HFKIT_DEBUG=1 for the traceback)", err=True)
+        raise typer.Exit(1)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"hfkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    pass
+
+
+@app.command()
+def pretrain(
+    recipe: str = typer.Argument(..., help="Recipe YAML path, a shipped recipe name (bert-mlm-tiny), or a run's hfkit.yaml."),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output_dir (same as train.overwrite=true)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir (train.resume=auto)."),
+):
+    """Pretrain a masked-LM (objective: mlm, BERT-style) or causal-LM (objective: clm, GPT-style).
+
+    From scratch with model.preset (a tokenizer is trained on your corpus), or continued from model.path
+    (a run directory, a local Hugging Face folder or a hub id). Writes the model, tokenizer, hfkit.yaml,
+    metrics.json (with perplexity), checkpoints and TensorBoard logs into output_dir.
+
+    Examples:
+
+      hfkit pretrain bert-mlm-tiny data.train=corpus.txt output_dir=runs/bert
+
+      hfkit pretrain gpt2-clm-tiny data.train='docs/*.jsonl' data.text_column=body train.max_steps=500
+
+      hfkit pretrain runs/bert/hfkit.yaml --resume
+    """
+    from .config import resolve
+    from .pretrain import run
+
+    extra = list(overrides or [])
+    if overwrite:
+        extra.append("train.overwrite=true")
+    if resume:
+        extra.append("train.resume=auto")
+    cfg = _run(resolve, "pretrain", recipe, extra)
+    result = _run(run, cfg)
+    shown = {k: result.metrics.get(k) for k in ("perplexity_before", "perplexity", "eval_loss", "train_loss", "global_step")}
+    typer.echo("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items() if v is not None))
+    typer.echo(f"run directory: {result.output_dir}")
+
+
+@app.command()
+def recipes(
+    name: Optional[str] = typer.Argument(None, help="Show this recipe's YAML (a name from the list, or a path)."),
+    presets: bool = typer.Option(False, "--presets", help="List the model presets instead."),
+):
+    """List the shipped recipes, show one, or list the model presets."""
+    from .config import find_recipe, list_recipes, recipes_dir
+
+    if presets:
+        from .models import PRESETS
+
+        for preset, spec in PRESETS.items():
+            size = ", ".join(f"{k}={v}" for k, v in spec["config"].items())
+            like = f"  (shape of {spec['like']})" if spec.get("like") else ""
+            typer.echo(f"{preset:14s} {spec['kind']}  {size}{like}")
+        return
+    if name:
+        path = find_recipe(name)
+        if not path.is_file():
+            typer.echo(f"error: no recipe named '{name}'; `hfkit recipes` lists them", err=True)
+            raise typer.Exit(2)
+        typer.echo(f"# {path}")
+        typer.echo(path.read_text(encoding="utf-8"))
+        return
+    found = list_recipes()
+    if not found:
+        typer.echo(f"no recipes found under {recipes_dir()}")
+        return
+    for path in found:
+        first = next((line[1:].strip() for line in path.read_text(encoding="utf-8").splitlines()
+                      if line.startswith("#")), "")
+        typer.echo(f"{path.relative_to(recipes_dir()).with_suffix('').as_posix():34s} {first}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

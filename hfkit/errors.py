@@ -1,0 +1,44 @@
+"""Errors a user can cause. Each message names the problem and says how to fix it.
+
+The CLI prints `error: <message>` and exits with `exit_code`; the Python API lets them propagate.
+"""
+
+from __future__ import annotations
+
+
+class HfkitError(Exception):
+    """Base class; exit code 1 (a failure while running)."""
+
+    exit_code = 1
+
+
+class ConfigError(HfkitError):
+    """A recipe, override or config value is wrong (exit code 2)."""
+
+    exit_code = 2
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = f"{len(self.problems)} problems in the config: " + "; ".join(self.problems)
+        super().__init__(text)
+
+
+class DataError(HfkitError):
+    """Input data is missing, unreadable or has the wrong shape (exit code 2)."""
+
+    exit_code = 2
+
+
+class OutputDirError(HfkitError):
+    """The output directory would be overwritten (exit code 2)."""
+
+    exit_code = 2
+
+
+class ModelError(HfkitError):
+    """A model or tokenizer cannot be built or loaded as asked (exit code 2)."""
+
+    exit_code = 2

@@ -1,0 +1,153 @@
+"""Model presets built from config (pretraining from scratch), or loading a local folder / hub id.
+
+The preset table is plain data so that config validation can read it without importing transformers.
+Sizes follow well-known checkpoints where one exists (named in `like`); `tiny` presets have 2 layers and
+train in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+
+# kind: mlm = masked-LM encoder, clm = causal-LM decoder. `tokenizer`: the algorithm trained for it by default.
+PRESETS: dict[str, dict[str, Any]] = {
+    "bert-tiny": dict(kind="mlm", family="bert", tokenizer="wordpiece", max_positions=512, like="google/bert_uncased_L-2_H-128_A-2",
+                      config=dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512)),
+    "bert-mini": dict(kind="mlm", family="bert", tokenizer="wordpiece", max_positions=512, like="google/bert_uncased_L-4_H-256_A-4",
+                      config=dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024)),
+    "bert-small": dict(kind="mlm", family="bert", tokenizer="wordpiece", max_positions=512, like="google/bert_uncased_L-4_H-512_A-8",
+                       config=dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048)),
+    "bert-base": dict(kind="mlm", family="bert", tokenizer="wordpiece", max_positions=512, like="bert-base-uncased",
+                      config=dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072)),
+    "roberta-tiny": dict(kind="mlm", family="roberta", tokenizer="bpe", max_positions=512, like=None,
+                         config=dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512)),
+    "roberta-base": dict(kind="mlm", family="roberta", tokenizer="bpe", max_positions=512, like="FacebookAI/roberta-base",
+                         config=dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072)),
+    "gpt2-tiny": dict(kind="clm", family="gpt2", tokenizer="bpe", max_positions=1024, like=None,
+                      config=dict(n_layer=2, n_embd=128, n_head=2)),
+    "gpt2-small": dict(kind="clm", family="gpt2", tokenizer="bpe", max_positions=1024, like="openai-community/gpt2",
+                       config=dict(n_layer=12, n_embd=768, n_head=12)),
+    "llama-tiny": dict(kind="clm", family="llama", tokenizer="bpe", max_positions=2048, like=None,
+                       config=dict(num_hidden_layers=2, hidden_size=128, intermediate_size=352, num_attention_heads=4,
+                                   num_key_value_heads=2)),
+    "llama-small": dict(kind="clm", family="llama", tokenizer="bpe", max_positions=2048, like="SmolLM-135M shape",
+                        config=dict(num_hidden_layers=30, hidden_size=576, intermediate_size=1536, num_attention_heads=9,
+                                    num_key_value_heads=3, tie_word_embeddings=True)),
+}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def _config_class(family: str):
+    from transformers import BertConfig, GPT2Config, LlamaConfig, RobertaConfig
+
+    return {"bert": BertConfig, "roberta": RobertaConfig, "gpt2": GPT2Config, "llama": LlamaConfig}[family]
+
+
+def preset_config(name: str, tokenizer, overrides: dict | None = None, attn_implementation: str = "sdpa"):
+    """A transformers config for preset `name`, sized to `tokenizer`'s vocabulary and special tokens."""
+    spec = PRESETS[name]
+    family = spec["family"]
+    values: dict[str, Any] = dict(spec["config"])
+    values["vocab_size"] = len(tokenizer)
+    values["pad_token_id"] = tokenizer.pad_token_id
+    if family in ("gpt2", "llama"):
+        # GPT2Config defaults bos/eos to 50256, outside a small vocabulary: take them from the tokenizer.
+        values["bos_token_id"] = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        values["eos_token_id"] = tokenizer.eos_token_id
+    if family == "gpt2":
+        values["n_positions"] = spec["max_positions"]
+    elif family == "roberta":
+        # RoBERTa offsets positions by padding_idx + 1, so it needs 2 more position slots than tokens.
+        values["max_position_embeddings"] = spec["max_positions"] + 2
+        values["type_vocab_size"] = 1
+        values["bos_token_id"], values["eos_token_id"] = tokenizer.cls_token_id, tokenizer.sep_token_id
+    else:
+        values["max_position_embeddings"] = spec["max_positions"]
+    config_cls = _config_class(family)
+    known = set(config_cls().to_dict()) | set(inspect.signature(config_cls.__init__).parameters)
+    unknown = [k for k in (overrides or {}) if k not in known]
+    if unknown:
+        raise ModelError(f"model.overrides: {', '.join(unknown)} not a field of {config_cls.__name__}; "
+                         f"check the spelling against transformers' {config_cls.__name__} docs")
+    values.update(overrides or {})
+    config = config_cls(**values)
+    config._attn_implementation = attn_implementation
+    return config
+
+
+def max_positions(config) -> int | None:
+    for attr in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int):
+            # RoBERTa-style models reserve padding_idx + 1 leading positions.
+            return value - 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else value
+    return None
+
+
+def check_local_model_dir(path: str) -> None:
+    """Clear error for a local folder that cannot hold a model; hub ids pass through."""
+    p = Path(path)
+    if not p.exists():
+        if path.startswith((".", "/", "~")) or path.count("/") > 1:
+            raise ModelError(f"model.path: '{path}' does not exist; give a run directory, a local model folder or a hub id")
+        return
+    if not p.is_dir():
+        raise ModelError(f"model.path: '{path}' is a file; give the folder that holds config.json and the weights")
+    if not (p / "config.json").is_file():
+        raise ModelError(f"model.path: '{path}' has no config.json; is it a model folder (or a run directory that finished)?")
+    weights = [w for w in p.iterdir() if w.suffix in (".safetensors", ".bin") or w.name.endswith(".index.json")]
+    if not weights:
+        raise ModelError(f"model.path: '{path}' has config.json but no weights (*.safetensors); the run may not have finished")
+
+
+def load_pretrained(auto_cls, path: str, *, revision=None, trust_remote_code=False, attn_implementation="sdpa", **kwargs):
+    """`auto_cls.from_pretrained` with clear errors for a bad folder or id."""
+    check_local_model_dir(path)
+    try:
+        return auto_cls.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code,
+                                        attn_implementation=attn_implementation, **kwargs)
+    except ValueError as e:
+        text = str(e).splitlines()[0]
+        if "Unrecognized configuration class" in text or "does not support" in text:
+            raise ModelError(f"model.path: '{path}' cannot be loaded as {auto_cls.__name__.removeprefix('AutoModelFor')}: "
+                             f"{text[:200]}") from None
+        raise
+    except OSError as e:
+        raise ModelError(f"model.path: cannot load '{path}': {str(e).splitlines()[0][:300]}") from None
+
+
+def fix_loss_scaling(model) -> None:
+    """Make Trainer scale the loss itself unless the model's forward really uses `num_items_in_batch`.
+
+    Trainer trusts any forward that takes **kwargs to normalise the loss by `num_items_in_batch`. BERT-style
+    heads take **kwargs but return a plain mean, so under gradient accumulation the loss is not divided by the
+    accumulation steps and under DDP it is multiplied by the world size (DESIGN.md §6). Models that compute
+    their loss through `self.loss_function` (GPT-2, Llama, ...) do the normalisation and keep the exact path.
+    """
+    forward = getattr(type(model), "forward", None)
+    try:
+        source = inspect.getsource(forward) if forward is not None else ""
+    except (OSError, TypeError):
+        source = ""
+    if "self.loss_function" not in source:
+        model.accepts_loss_kwargs = False
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts, each shared tensor counted once."""
+    seen, trainable, total = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total

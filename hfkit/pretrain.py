@@ -1,0 +1,159 @@
+"""Pretraining: masked-LM (BERT-style) or causal-LM (GPT-style), from a preset or continued from a checkpoint.
+
+    tokenizer -> data -> model -> collator -> Trainer -> train -> save
+
+Each step is a function you can call alone; `run(cfg)` strings them together.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from .config import PretrainConfig, save_yaml
+from .errors import ConfigError, ModelError
+from .models import PRESETS, count_parameters, fix_loss_scaling, load_pretrained, max_positions, preset_config
+from .training import (RunResult, finite_or_none, log, prepare_output_dir, training_arguments, write_json,
+                       write_model_card)
+
+
+# --------------------------------------------------------------------------------------------- steps
+def build_tokenizer(cfg: PretrainConfig, train_texts, resume_from: str | None = None):
+    """The tokenizer: from a checkpoint being resumed, tokenizer.path, model.path, or trained on the corpus."""
+    from .tokenizer import choose_algorithm, ensure_special_tokens, load_tokenizer, train_tokenizer
+
+    m, t = cfg.model, cfg.tokenizer
+    if resume_from and (Path(resume_from) / "tokenizer_config.json").is_file():
+        tokenizer = load_tokenizer(resume_from)
+    elif t.path or m.path:
+        tokenizer = load_tokenizer(t.path or m.path, revision=m.revision, trust_remote_code=m.trust_remote_code)
+    else:
+        spec = PRESETS[m.preset]
+        algorithm = choose_algorithm(t.type, spec["tokenizer"])
+        texts = train_texts if t.max_documents is None else train_texts.select(range(min(t.max_documents, len(train_texts))))
+        log(f"training a {algorithm} tokenizer (vocab {t.vocab_size}) on {len(texts):,} documents")
+        tokenizer = train_tokenizer((row["text"] for row in texts), kind=spec["kind"], family=spec["family"],
+                                    algorithm=algorithm, vocab_size=t.vocab_size, min_frequency=t.min_frequency,
+                                    lowercase=t.lowercase, model_max_length=cfg.data.block_size)
+    ensure_special_tokens(tokenizer, cfg.objective)
+    return tokenizer
+
+
+def build_model(cfg: PretrainConfig, tokenizer):
+    """A fresh model from model.preset, or the checkpoint at model.path with its LM head."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    m = cfg.model
+    auto_cls = AutoModelForMaskedLM if cfg.objective == "mlm" else AutoModelForCausalLM
+    if m.preset:
+        config = preset_config(m.preset, tokenizer, m.overrides, m.attn_implementation)
+        model = auto_cls.from_config(config)
+    else:
+        model = load_pretrained(auto_cls, m.path, revision=m.revision, trust_remote_code=m.trust_remote_code,
+                                attn_implementation=m.attn_implementation, **m.overrides)
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+    limit = max_positions(model.config)
+    if limit is not None and cfg.data.block_size > limit:
+        raise ConfigError(f"data.block_size: {cfg.data.block_size} exceeds the model's {limit} positions; "
+                          f"set data.block_size={limit} or less")
+    fix_loss_scaling(model)
+    return model
+
+
+def build_datasets(cfg: PretrainConfig, corpus, tokenizer):
+    from .data import tokenize_and_pack
+
+    lm = tokenize_and_pack(corpus, tokenizer, objective=cfg.objective, block_size=cfg.data.block_size,
+                           whole_word=cfg.mlm.whole_word, num_proc=cfg.data.num_proc, cache_dir=cfg.data.cache_dir,
+                           log=log)
+    for split, ds in lm.items():
+        log(f"{split}: {len(ds):,} blocks of up to {cfg.data.block_size} tokens")
+    return lm
+
+
+def build_collator(cfg: PretrainConfig, tokenizer):
+    from .collators import CausalLMCollator, MaskedLMCollator
+
+    if cfg.objective == "mlm":
+        return MaskedLMCollator(tokenizer, probability=cfg.mlm.probability, whole_word=cfg.mlm.whole_word)
+    return CausalLMCollator(tokenizer.pad_token_id)
+
+
+def build_trainer(cfg: PretrainConfig, model, tokenizer, lm, collator, output_dir: str):
+    from transformers import Trainer
+
+    has_eval = "validation" in lm
+    args = training_arguments(cfg.train, output_dir, has_eval=has_eval, remove_unused_columns=False,
+                              prediction_loss_only=True)
+    return Trainer(model=model, args=args, train_dataset=lm["train"], eval_dataset=lm.get("validation"),
+                   data_collator=collator, processing_class=tokenizer)
+
+
+def perplexity(loss: float | None) -> float | None:
+    if loss is None or not math.isfinite(loss):
+        return None
+    return math.exp(min(loss, 700.0))  # exp(709) overflows a float
+
+
+# --------------------------------------------------------------------------------------------- the recipe
+def run(cfg: PretrainConfig) -> RunResult:
+    from transformers import set_seed
+
+    from .data import load_corpus
+
+    output_dir = cfg.output_dir
+    resume_from = prepare_output_dir(output_dir, overwrite=cfg.train.overwrite, resume=cfg.train.resume)
+    save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
+    set_seed(cfg.train.seed)
+
+    corpus = load_corpus(cfg.data, seed=cfg.train.seed)
+    log(f"corpus: {len(corpus['train']):,} training documents"
+        + (f", {len(corpus['validation']):,} validation documents" if "validation" in corpus else ", no validation set"))
+    tokenizer = build_tokenizer(cfg, corpus["train"], resume_from)
+    model = build_model(cfg, tokenizer)
+    trainable, total = count_parameters(model)
+    log(f"model: {type(model).__name__}, {total / 1e6:.2f}M parameters")
+    lm = build_datasets(cfg, corpus, tokenizer)
+    if len(lm["train"]) == 0:
+        raise ModelError("data.train: tokenization produced no blocks")
+    trainer = build_trainer(cfg, model, tokenizer, lm, build_collator(cfg, tokenizer), output_dir)
+
+    metrics: dict = {}
+    has_eval = "validation" in lm
+    if cfg.train.eval_before_training and has_eval and resume_from is None:
+        before = trainer.evaluate()
+        metrics["eval_loss_before"] = finite_or_none(before.get("eval_loss"))
+        metrics["perplexity_before"] = perplexity(before.get("eval_loss"))
+        log(f"before training: eval loss {before['eval_loss']:.4f}, perplexity {metrics['perplexity_before']:.1f}")
+
+    start = time.perf_counter()
+    train_output = trainer.train(resume_from_checkpoint=resume_from)
+    wall = time.perf_counter() - start
+    trainer.save_model(output_dir)  # model + tokenizer (processing_class) at the run directory's root
+    metrics.update({k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))})
+    metrics["train_loss"] = finite_or_none(train_output.training_loss)
+    if has_eval:
+        final = trainer.evaluate()
+        metrics["eval_loss"] = finite_or_none(final.get("eval_loss"))
+        metrics["perplexity"] = perplexity(final.get("eval_loss"))
+        log(f"after training: eval loss {final['eval_loss']:.4f}, perplexity {metrics['perplexity']:.1f}")
+    metrics.update(trainable_params=trainable, total_params=total, global_step=trainer.state.global_step,
+                   train_wall_seconds=round(wall, 3), train_blocks=len(lm["train"]))
+
+    if trainer.is_world_process_zero():
+        write_json(Path(output_dir) / "metrics.json", metrics)
+        auto = "AutoModelForMaskedLM" if cfg.objective == "mlm" else "AutoModelForCausalLM"
+        source = f"preset {cfg.model.preset} (from scratch)" if cfg.model.preset else f"continued from {cfg.model.path}"
+        write_model_card(
+            output_dir, title=f"{Path(output_dir).name}: {cfg.objective.upper()} pretraining",
+            lines=[f"objective: {cfg.objective}", f"model: {type(model).__name__}, {source}",
+                   f"data: {cfg.data.train}", f"block size {cfg.data.block_size}, {trainer.state.global_step} steps"],
+            metrics=metrics,
+            load_snippet=(f"from transformers import {auto}, AutoTokenizer\n"
+                          f"model = {auto}.from_pretrained('{output_dir}')\n"
+                          f"tokenizer = AutoTokenizer.from_pretrained('{output_dir}')"),
+        )
+    log(f"done: {output_dir}")
+    return RunResult(output_dir=Path(output_dir), metrics=metrics, config=cfg)

@@ -1,0 +1,163 @@
+"""What every recipe shares: the run directory, TrainingArguments from our config, resume, and recorded results."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputDirError
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+@dataclass
+class RunResult:
+    """What `hfkit.pretrain(...)` / `hfkit.finetune(...)` return."""
+
+    output_dir: Path
+    metrics: dict[str, Any]
+    config: Any = field(repr=False, default=None)
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+def log(message: str) -> None:
+    if is_main_process():
+        print(f"[hfkit] {message}", file=sys.stderr, flush=True)
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first (a checkpoint is complete once trainer_state.json is written)."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        step = p.name.removeprefix(CHECKPOINT_PREFIX)
+        if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and step.isdigit() and (p / "trainer_state.json").is_file():
+            found.append((int(step), p))
+    return [p for _, p in sorted(found)]
+
+
+def prepare_output_dir(output_dir: str | Path, *, overwrite: bool, resume: str | None) -> str | None:
+    """Refuse to clobber a non-empty run directory; return the checkpoint to resume from (or None)."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"output_dir: '{out}' is a file; choose a folder path")
+    resume_from = None
+    if resume == "auto":
+        found = checkpoints(out)
+        if found:
+            resume_from = str(found[-1])
+            log(f"resuming from {resume_from}")
+        else:
+            log(f"train.resume=auto: no checkpoint in {out} yet; starting from scratch")
+    elif resume:
+        if not (Path(resume) / "trainer_state.json").is_file():
+            raise OutputDirError(f"train.resume: '{resume}' is not a complete Trainer checkpoint (no trainer_state.json)")
+        resume_from = resume
+    non_empty = out.is_dir() and any(out.iterdir())
+    # resume=auto on a folder with no checkpoint and no final model: an earlier attempt that died early.
+    restarting = resume == "auto" and not _has_model(out)
+    if non_empty and resume_from is None and not restarting:
+        if not overwrite:
+            raise OutputDirError(f"output_dir: '{out}' is not empty; pass --overwrite (train.overwrite=true) to replace it, "
+                                 f"train.resume=auto to continue it, or choose another output_dir")
+        if is_main_process():
+            for old in out.glob(CHECKPOINT_PREFIX + "*"):
+                shutil.rmtree(old, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return resume_from
+
+
+def _has_model(out: Path) -> bool:
+    return (out / "config.json").exists() or (out / "adapter_config.json").exists()
+
+
+def precision_flags(precision: str) -> dict:
+    """TrainingArguments flags for train.precision. auto = bf16 on a GPU that supports it, else fp32."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    flags: dict = {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+    if not cuda:
+        # Trainer refuses bf16 on CPU unless told it runs on the CPU on purpose.
+        flags["use_cpu"] = True
+        if precision == "fp16":
+            from .errors import ConfigError
+
+            raise ConfigError("train.precision: fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
+    return flags
+
+
+def training_arguments(t, output_dir: str | Path, *, has_eval: bool, **extra):
+    """TrainingArguments from a TrainConfig; `extra` wins (recipe-specific settings)."""
+    import importlib.util
+
+    from transformers import TrainingArguments
+
+    if has_eval:
+        if t.eval_steps:
+            eval_kwargs = dict(eval_strategy="steps", eval_steps=t.eval_steps)
+        elif t.max_steps:
+            eval_kwargs = dict(eval_strategy="steps", eval_steps=max(1, t.max_steps // 5))
+        else:
+            eval_kwargs = dict(eval_strategy="epoch")
+    else:
+        eval_kwargs = dict(eval_strategy="no")
+    report_to = [r for r in t.report_to if r != "tensorboard" or importlib.util.find_spec("tensorboard")]
+    kwargs = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a value below 1 is a fraction of the total steps
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps if t.max_steps else -1,
+        seed=t.seed,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        dataloader_num_workers=t.dataloader_num_workers,
+        gradient_checkpointing=t.gradient_checkpointing,
+        report_to=report_to or "none",
+        ddp_find_unused_parameters=False,
+        **eval_kwargs,
+        **precision_flags(t.precision),
+    )
+    kwargs.update(extra)
+    return TrainingArguments(**kwargs)
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_model_card(output_dir: str | Path, *, title: str, lines: list[str], metrics: dict, load_snippet: str) -> None:
+    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    table = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(shown.items()))
+    text = (f"# {title}\n\nTrained with hfkit.\n\n" + "\n".join(f"- {line}" for line in lines) +
+            f"\n\n## Metrics\n\n| metric | value |\n|---|---|\n{table}\n\n## Use\n\n```python\n{load_snippet}\n```\n\n"
+            "The resolved configuration is in `hfkit.yaml`; rerun it with `hfkit pretrain hfkit.yaml` "
+            "(or `hfkit finetune`).\n")
+    Path(output_dir, "README.md").write_text(text, encoding="utf-8")
