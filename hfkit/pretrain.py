@@ -14,8 +14,8 @@ from pathlib import Path
 from .config import PretrainConfig, save_yaml
 from .errors import ConfigError, ModelError
 from .models import PRESETS, count_parameters, fix_loss_scaling, load_pretrained, max_positions, preset_config
-from .training import (RunResult, finite_or_none, log, prepare_output_dir, training_arguments, write_json,
-                       write_model_card)
+from .training import (RunResult, check_output_dir, claim_output_dir, finite_or_none, log, training_arguments,
+                       write_json, write_model_card)
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -104,8 +104,9 @@ def run(cfg: PretrainConfig) -> RunResult:
     from .data import load_corpus
 
     output_dir = cfg.output_dir
-    resume_from = prepare_output_dir(output_dir, overwrite=cfg.train.overwrite, resume=cfg.train.resume)
-    save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
+    resume_from = check_output_dir(output_dir, overwrite=cfg.train.overwrite, resume=cfg.train.resume)
+    if resume_from:
+        log(f"resuming from {resume_from}")
     set_seed(cfg.train.seed)
 
     corpus = load_corpus(cfg.data, seed=cfg.train.seed)
@@ -118,6 +119,8 @@ def run(cfg: PretrainConfig) -> RunResult:
     lm = build_datasets(cfg, corpus, tokenizer)
     if len(lm["train"]) == 0:
         raise ModelError("data.train: tokenization produced no blocks")
+    claim_output_dir(output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
+    save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
     trainer = build_trainer(cfg, model, tokenizer, lm, build_collator(cfg, tokenizer), output_dir)
 
     metrics: dict = {}

@@ -47,8 +47,12 @@ def checkpoints(output_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def prepare_output_dir(output_dir: str | Path, *, overwrite: bool, resume: str | None) -> str | None:
-    """Refuse to clobber a non-empty run directory; return the checkpoint to resume from (or None)."""
+def check_output_dir(output_dir: str | Path, *, overwrite: bool, resume: str | None) -> str | None:
+    """Refuse to clobber a non-empty run directory; return the checkpoint to resume from (or None).
+
+    Only checks: nothing is created or removed until `claim_output_dir`, so a run that fails on bad data or
+    config leaves the folder as it found it.
+    """
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"output_dir: '{out}' is a file; choose a folder path")
@@ -57,7 +61,6 @@ def prepare_output_dir(output_dir: str | Path, *, overwrite: bool, resume: str |
         found = checkpoints(out)
         if found:
             resume_from = str(found[-1])
-            log(f"resuming from {resume_from}")
         else:
             log(f"train.resume=auto: no checkpoint in {out} yet; starting from scratch")
     elif resume:
@@ -67,15 +70,19 @@ def prepare_output_dir(output_dir: str | Path, *, overwrite: bool, resume: str |
     non_empty = out.is_dir() and any(out.iterdir())
     # resume=auto on a folder with no checkpoint and no final model: an earlier attempt that died early.
     restarting = resume == "auto" and not _has_model(out)
-    if non_empty and resume_from is None and not restarting:
-        if not overwrite:
-            raise OutputDirError(f"output_dir: '{out}' is not empty; pass --overwrite (train.overwrite=true) to replace it, "
-                                 f"train.resume=auto to continue it, or choose another output_dir")
-        if is_main_process():
-            for old in out.glob(CHECKPOINT_PREFIX + "*"):
-                shutil.rmtree(old, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    if non_empty and resume_from is None and not restarting and not overwrite:
+        raise OutputDirError(f"output_dir: '{out}' is not empty; pass --overwrite (train.overwrite=true) to replace it, "
+                             f"train.resume=auto to continue it, or choose another output_dir")
     return resume_from
+
+
+def claim_output_dir(output_dir: str | Path, *, overwrite: bool, resume_from: str | None) -> None:
+    """Create the run directory; when overwriting (not resuming), drop its old checkpoints first."""
+    out = Path(output_dir)
+    if overwrite and resume_from is None and is_main_process():
+        for old in out.glob(CHECKPOINT_PREFIX + "*"):
+            shutil.rmtree(old, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def _has_model(out: Path) -> bool:

@@ -42,15 +42,16 @@ def test_help_teaches():
     (["pretrain", "no-such-recipe.yaml"], "recipe 'no-such-recipe.yaml' not found"),
     (["pretrain", "bert-mlm-tiny", "train.lerning_rate=1"], "did you mean 'train.learning_rate'?"),
     (["pretrain", "bert-mlm-tiny", "train.batch_size=abc"], "train.batch_size: expected an integer, got 'abc'"),
-    (["pretrain", "bert-mlm-tiny", "data.train=/no/such/file.txt", "output_dir=/tmp/hfkit-never"],
-     "data.train: '/no/such/file.txt' does not exist"),
+    (["pretrain", "bert-mlm-tiny", "data.train=/no/such/file.txt"], "data.train: '/no/such/file.txt' does not exist"),
 ])
-def test_user_errors_are_one_line_exit_2(args, expected):
-    done = run(args)
+def test_user_errors_are_one_line_exit_2(args, expected, tmp_path):
+    out = tmp_path / "out"
+    done = run(args + [f"output_dir={out}"])
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and expected in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+    assert not out.exists()  # a run that fails before training leaves nothing behind
 
 
 def test_debug_shows_the_traceback():
