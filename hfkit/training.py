@@ -142,12 +142,16 @@ def training_arguments(t, output_dir: str | Path, *, has_eval: bool, **extra):
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
         dataloader_num_workers=t.dataloader_num_workers,
-        gradient_checkpointing=t.gradient_checkpointing,
         report_to=report_to or "none",
         ddp_find_unused_parameters=False,
         **eval_kwargs,
         **precision_flags(t.precision),
     )
+    # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (the old name warns).
+    import inspect
+
+    new_name = "activation_checkpointing" in inspect.signature(TrainingArguments).parameters
+    kwargs["activation_checkpointing" if new_name else "gradient_checkpointing"] = t.gradient_checkpointing
     kwargs.update(extra)
     return TrainingArguments(**kwargs)
 

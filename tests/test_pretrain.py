@@ -126,3 +126,9 @@ def test_python_api_in_process_returns_without_exiting(tmp_path, corpus_file):
                             **{"train.eval_before_training": False})
     assert result.output_dir == tmp_path / "api" and result.metrics["global_step"] == 3
     assert "perplexity_before" not in result.metrics and result.metrics["perplexity"] > 0
+
+
+def test_whole_word_masking_run(tmp_path, corpus_file):
+    result = hfkit.pretrain(tiny_overrides("mlm", corpus_file, tmp_path / "wwm", **{"mlm.whole_word": True,
+                                                                                    "train.max_steps": 30}))
+    assert result.metrics["eval_loss"] < result.metrics["eval_loss_before"] - 1.0
