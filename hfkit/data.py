@@ -340,7 +340,10 @@ def tokenize_and_pack(corpus, tokenizer, *, objective: str, block_size: int, who
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             packed.save_to_disk(str(tmp))
-            os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp, ignore_errors=True)
+            if target.exists():  # another process (another rank) finished first
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
             out[split] = load_from_disk(str(target))
         except OSError as e:  # an unwritable cache must not stop training
             log(f"note: could not cache tokenized data in {root} ({e}); continuing without the cache")
