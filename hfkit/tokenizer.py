@@ -60,6 +60,8 @@ def train_tokenizer(texts: Iterable[str], *, kind: str, family: str, algorithm: 
         raise ModelError(f"tokenizer.type: unknown algorithm '{algorithm}'")
 
     tok.train_from_iterator(_batches(texts), trainer=trainer)
+    # Not reproducible across processes: the tokenizers library breaks ties between equally frequent merges in
+    # hash-map order, so the same corpus can give slightly different pieces. A resumed run reuses the saved one.
     if tok.get_vocab_size() < len(special_list) + 10:
         raise ModelError(f"the trained tokenizer has only {tok.get_vocab_size()} tokens; the training corpus is too small")
 

@@ -107,8 +107,11 @@ def precision_flags(precision: str) -> dict:
     return flags
 
 
-def training_arguments(t, output_dir: str | Path, *, has_eval: bool, **extra):
-    """TrainingArguments from a TrainConfig; `extra` wins (recipe-specific settings)."""
+def training_arguments(t, output_dir: str | Path, *, has_eval: bool, save_with_eval: bool = False, **extra):
+    """TrainingArguments from a TrainConfig; `extra` wins (recipe-specific settings).
+
+    save_with_eval: write checkpoints when evaluating (needed to keep the best checkpoint by a metric).
+    """
     import importlib.util
 
     from transformers import TrainingArguments
@@ -152,6 +155,9 @@ def training_arguments(t, output_dir: str | Path, *, has_eval: bool, **extra):
 
     new_name = "activation_checkpointing" in inspect.signature(TrainingArguments).parameters
     kwargs["activation_checkpointing" if new_name else "gradient_checkpointing"] = t.gradient_checkpointing
+    if save_with_eval and has_eval:
+        kwargs["save_strategy"] = eval_kwargs["eval_strategy"]
+        kwargs["save_steps"] = eval_kwargs.get("eval_steps", t.save_steps)
     kwargs.update(extra)
     return TrainingArguments(**kwargs)
 

@@ -86,3 +86,31 @@ def test_cli_pretrain_end_to_end(tmp_path, corpus_file):
     assert (out / "marker").read_text() == "x" and json.loads((out / "metrics.json").read_text()) == metrics
     overwritten = run(args + ["--overwrite"], cwd=tmp_path)
     assert overwritten.returncode == 0, overwritten.stderr[-2000:]
+
+
+def test_cli_finetune_predict_evaluate(tmp_path, mlm_run):
+    import pandas as pd
+
+    rows = [("the cat sees the dog .", "animal"), ("the doctor helps the child .", "person")] * 40
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "train.csv", index=False)
+    out = tmp_path / "clf"
+    done = run(["finetune", "classification-lora", f"model.path={mlm_run.output_dir}",
+                f"data.train={tmp_path / 'train.csv'}", f"output_dir={out}", "train.epochs=1", "train.report_to=[]"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "eval_accuracy=" in done.stdout and "trainable_params=" in done.stdout
+    predicted = run(["predict", str(out), "the cat sees the dog .", "the doctor helps the child ."])
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    lines = predicted.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(line.split("\t")[0] in ("animal", "person") for line in lines)
+    jsonl = tmp_path / "p.jsonl"
+    assert run(["predict", str(out), "--file", str(tmp_path / "train.csv"), "--output", str(jsonl)]).returncode == 0
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == 80 and {"text", "label", "score", "scores"} <= set(records[0])
+    to_stdout = run(["predict", str(out), "--file", str(tmp_path / "train.csv")])
+    assert [json.loads(line)["label"] for line in to_stdout.stdout.splitlines()] == [r["label"] for r in records]
+    evaluated = run(["evaluate", str(out), "--data", str(tmp_path / "train.csv")])
+    assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["eval_samples"] == 80
+    missing = run(["evaluate", str(out), "--data", str(tmp_path / "nope.csv")])
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    bad_method = run(["finetune", "classification-lora", "method=lorra"])
+    assert bad_method.returncode == 2 and "did you mean 'lora'" in bad_method.stderr

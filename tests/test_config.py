@@ -111,6 +111,38 @@ def test_every_shipped_recipe_loads_and_validates():
         assert cfg.data.train, path
 
 
+def test_every_shipped_finetune_recipe_loads_and_validates():
+    finetune = [p for p in list_recipes() if p.relative_to(recipes_dir()).parts[0] == "finetune"]
+    assert len(finetune) == 7, [p.name for p in finetune]
+    for path in finetune:
+        cfg = resolve("finetune", path)
+        assert path.stem == f"classification-{cfg.method}"
+        assert cfg.train.learning_rate > 0 and cfg.model.path
+
+
+def test_finetune_learning_rate_defaults_per_method():
+    base = {"model": {"path": "m"}, "data": {"train": "t.csv"}}
+    assert resolve("finetune", {**base, "method": "full"}).train.learning_rate == 3e-5
+    assert resolve("finetune", {**base, "method": "lora"}).train.learning_rate == 5e-4
+    assert resolve("finetune", {**base, "method": "lora"}, ["train.learning_rate=1e-4"]).train.learning_rate == 1e-4
+    assert resolve("finetune", {**base, "regression": True}).train.metric_for_best == "mse"
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["method=lorra"], "method: 'lorra' is not one of"),
+    (["multi_label=true", "regression=true"], "multi_label and regression: choose one"),
+    (["model.path=null"], "model.path: set the model to fine-tune"),
+    (["data.shots_per_class=0"], "data.shots_per_class: must be >= 1"),
+    (["soft_prompt.init_text=hello"], "soft_prompt.init_text: only prompt_tuning initialises from text"),
+    (["data.label_separator=,"], "data.label_separator: only used with multi_label: true"),
+    (["frozen.pooling=max"], "frozen.pooling: 'max' is not one of cls, mean"),
+])
+def test_finetune_validation_messages(overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        resolve("finetune", {"method": "full", "model": {"path": "m"}, "data": {"train": "t.csv"}}, overrides)
+    assert any(expected in p for p in info.value.problems), info.value.problems
+
+
 def test_recipe_found_by_name():
     cfg = resolve("pretrain", "gpt2-clm-tiny")
     assert cfg.objective == "clm" and cfg.model.preset == "gpt2-tiny"

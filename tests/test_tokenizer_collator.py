@@ -84,3 +84,4 @@ def test_causal_collator_pads_without_hiding_eos():
     batch = collator([{"input_ids": [5, 0, 6, 7]}, {"input_ids": [8, 0]}])
     assert batch["labels"].tolist() == [[5, 0, 6, 7], [8, 0, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+

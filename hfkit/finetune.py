@@ -1,0 +1,511 @@
+"""Fine-tuning for classification (single-label, multi-label, regression; single texts or pairs).
+
+    labelled data -> labels -> tokenizer -> model -> method -> Trainer -> train -> evaluate -> save
+
+A method is a small function `apply(model, cfg, fresh) -> model` in `METHODS`; `fresh` names the modules the
+checkpoint did not have (the new head: BERT's pooler after MLM pretraining, say), which PEFT methods train and
+save with the adapter. `frozen` also swaps the model for a pooled head on the backbone's features (`heads.py`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import FinetuneConfig, save_yaml
+from .errors import ConfigError, DataError, ModelError
+from .models import count_parameters, fix_loss_scaling, load_pretrained, resolve_model_path
+from .training import (RunResult, check_output_dir, claim_output_dir, finite_or_none, log, training_arguments,
+                       write_json, write_model_card)
+
+
+# --------------------------------------------------------------------------------------------- labels
+@dataclass
+class LabelInfo:
+    """What the task's labels are; recorded in the model config as id2label / label2id / problem_type."""
+
+    problem_type: str  # single_label_classification | multi_label_classification | regression
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.problem_type == "regression" else len(self.names)
+
+    @property
+    def metric_config(self) -> str:
+        return {"single_label_classification": "single_label", "multi_label_classification": "multi_label",
+                "regression": "regression"}[self.problem_type]
+
+
+def _label_name(value) -> str:
+    return str(value).strip() if not isinstance(value, bool) else str(value).lower()
+
+
+def _split_labels(value, separator: str | None) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [_label_name(v) for v in value]
+    if isinstance(value, str) and separator is not None:
+        return [v.strip() for v in value.split(separator) if v.strip()]
+    if value is None:
+        return []
+    return [_label_name(value)]
+
+
+def infer_labels(cfg: FinetuneConfig, train) -> LabelInfo:
+    column = cfg.data.label_column
+    values = train[column]
+    if cfg.regression:
+        return LabelInfo("regression", ["score"])
+    if cfg.multi_label:
+        names = sorted({n for v in values for n in _split_labels(v, cfg.data.label_separator)})
+        return LabelInfo("multi_label_classification", names)
+    distinct = {v for v in values if v is not None}
+    if distinct and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in distinct):
+        if any(float(v) != int(v) for v in distinct):
+            raise DataError(f"data.train: the '{column}' column holds fractional numbers; set regression: true to "
+                            "predict them, or use class labels")
+        names = [str(int(v)) for v in sorted(distinct)]
+    else:
+        names = sorted(_label_name(v) for v in distinct)
+    if len(names) < 2:
+        raise DataError(f"data.train: the '{column}' column has {len(names)} distinct label(s); classification needs >= 2")
+    return LabelInfo("single_label_classification", names)
+
+
+def encode_labels(ds, cfg: FinetuneConfig, info: LabelInfo, key: str):
+    """Add a `labels` column (a new column: datasets keeps a column's type through `map`, DESIGN.md §6)."""
+    column, separator = cfg.data.label_column, cfg.data.label_separator
+    index = {name: i for i, name in enumerate(info.names)}
+    values = ds[column]
+    encoded = []
+    for row, value in enumerate(values):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"{key}: row {row + 1} has no label in column '{column}'")
+        if info.problem_type == "regression":
+            try:
+                encoded.append(float(value))
+            except (TypeError, ValueError):
+                raise DataError(f"{key}: row {row + 1}: label {value!r} is not a number (regression: true)") from None
+        elif info.problem_type == "multi_label_classification":
+            hot = [0.0] * len(info.names)
+            for name in _split_labels(value, separator):
+                if name not in index:
+                    raise DataError(f"{key}: label '{name}' (row {row + 1}) never appears in the training data; "
+                                    f"training labels: {', '.join(info.names)}")
+                hot[index[name]] = 1.0
+            encoded.append(hot)
+        else:
+            name = str(int(value)) if isinstance(value, float) and float(value).is_integer() else _label_name(value)
+            if name not in index:
+                raise DataError(f"{key}: label '{name}' (row {row + 1}) never appears in the training data; "
+                                f"training labels: {', '.join(info.names)}")
+            encoded.append(index[name])
+    return ds.add_column("labels", encoded)
+
+
+# --------------------------------------------------------------------------------------------- data
+def _check_texts(ds, columns: list[str], key: str) -> None:
+    for column in columns:
+        empty = [i + 1 for i, t in enumerate(ds[column]) if not isinstance(t, str) or not t.strip()]
+        if empty:
+            raise DataError(f"{key}: {len(empty)} row(s) have an empty '{column}' (first: row {empty[0]}); "
+                            "remove those rows or fix the column")
+
+
+def _stratified_split(ds, fraction: float, seed: int, by: str | None):
+    """(train, held-out): `fraction` of each label's rows held out (of all rows when `by` is None)."""
+    rng = random.Random(seed)
+    groups: dict = {}
+    keys = ds[by] if by else [0] * len(ds)
+    for i, k in enumerate(keys):
+        groups.setdefault(str(k), []).append(i)
+    held = []
+    for indices in groups.values():
+        rng.shuffle(indices)
+        held += indices[: max(1, round(len(indices) * fraction))] if len(indices) > 1 else []
+    held_set = set(held)
+    keep = [i for i in range(len(ds)) if i not in held_set]
+    if not keep or not held:
+        raise DataError(f"data.validation_split: {len(ds)} row(s) are too few to hold out {fraction:.0%}; "
+                        "give data.validation")
+    return ds.select(keep), ds.select(sorted(held))
+
+
+def load_labelled(cfg: FinetuneConfig):
+    """Train / validation / (test) datasets with text column(s) and an encoded `labels` column, plus LabelInfo."""
+    from datasets import DatasetDict
+
+    from .data import concatenate, load_table, select_columns
+
+    d = cfg.data
+    columns = [d.text_column] + ([d.text_pair_column] if d.text_pair_column else []) + [d.label_column]
+    hints = {d.text_column: "data.text_column", d.label_column: "data.label_column"}
+    if d.text_pair_column:
+        hints[d.text_pair_column] = "data.text_pair_column"
+
+    def load(spec, key, split):
+        parts = load_table(spec, key=key, dataset_config=d.dataset_config, hub_split=split)
+        ds = concatenate([select_columns(p, columns, key, hints) for p in parts], key)
+        if len(ds) == 0:
+            raise DataError(f"{key}: no rows")
+        _check_texts(ds, columns[:-1], key)
+        return ds
+
+    train = load(d.train, "data.train", "train")
+    info = infer_labels(cfg, train)
+    train = encode_labels(train, cfg, info, "data.train")
+    splits = {}
+    if d.validation is not None:
+        splits["validation"] = encode_labels(load(d.validation, "data.validation", "validation"), cfg, info,
+                                             "data.validation")
+    elif d.validation_split > 0:
+        by = "labels" if info.problem_type == "single_label_classification" else None
+        train, splits["validation"] = _stratified_split(train, d.validation_split, cfg.train.seed, by)
+    if d.test is not None:
+        splits["test"] = encode_labels(load(d.test, "data.test", "test"), cfg, info, "data.test")
+    if d.shots_per_class is not None:
+        train = _few_shot(train, d.shots_per_class, cfg.train.seed, info)
+    if d.max_train_samples is not None and len(train) > d.max_train_samples:
+        train = train.shuffle(seed=cfg.train.seed).select(range(d.max_train_samples))
+    return DatasetDict({"train": train, **splits}), info
+
+
+def _few_shot(train, k: int, seed: int, info: LabelInfo):
+    rng = random.Random(seed)
+    by_label: dict[int, list[int]] = {}
+    for i, label in enumerate(train["labels"]):
+        by_label.setdefault(label, []).append(i)
+    chosen = []
+    for label, indices in sorted(by_label.items()):
+        if len(indices) < k:
+            raise DataError(f"data.shots_per_class: label '{info.names[label]}' has only {len(indices)} training rows, "
+                            f"fewer than {k}")
+        chosen += rng.sample(indices, k)
+    rng.shuffle(chosen)
+    return train.select(chosen)
+
+
+def tokenize(splits, tokenizer, cfg: FinetuneConfig):
+    d = cfg.data
+
+    def encode(batch):
+        pair = batch[d.text_pair_column] if d.text_pair_column else None
+        return tokenizer(batch[d.text_column], pair, truncation=True, max_length=d.max_length)
+
+    keep = {"labels"}
+    return splits.map(encode, batched=True, num_proc=d.num_proc, desc="Tokenizing",
+                      remove_columns=[c for c in splits["train"].column_names if c not in keep])
+
+
+# --------------------------------------------------------------------------------------------- model and methods
+def load_tokenizer_for(cfg: FinetuneConfig):
+    from .tokenizer import load_tokenizer
+
+    m = cfg.model
+    tokenizer = load_tokenizer(resolve_model_path(cfg.tokenizer.path or m.path), revision=m.revision,
+                               trust_remote_code=m.trust_remote_code)
+    if tokenizer.pad_token is None:
+        # GPT-style tokenizers have no pad token; eos is safe here because padding is masked by attention.
+        if tokenizer.eos_token is None:
+            raise ModelError("the tokenizer has neither a pad nor an eos token to pad batches with; set tokenizer.path")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def model_source(cfg: FinetuneConfig) -> str:
+    return resolve_model_path(cfg.model.path)
+
+
+def build_model(cfg: FinetuneConfig, tokenizer, info: LabelInfo):
+    """(model, fresh): the model, and the module paths initialised here because the checkpoint lacks them."""
+    m = cfg.model
+    id2label = {i: n for i, n in enumerate(info.names)}
+    if cfg.method == "frozen":
+        from transformers import AutoModel
+
+        from .heads import PooledClassifier
+
+        backbone = load_pretrained(AutoModel, model_source(cfg), revision=m.revision, trust_remote_code=m.trust_remote_code,
+                                   attn_implementation=m.attn_implementation, **m.overrides)
+        f = cfg.frozen
+        model = PooledClassifier(backbone, num_labels=info.num_labels, problem_type=info.problem_type, pooling=f.pooling,
+                                 head=f.head, hidden_size=f.hidden_size, dropout=f.dropout, id2label=id2label)
+        return model, []
+    from transformers import AutoModelForSequenceClassification
+
+    model, loading = load_pretrained(AutoModelForSequenceClassification, model_source(cfg), revision=m.revision,
+                                     trust_remote_code=m.trust_remote_code, attn_implementation=m.attn_implementation,
+                                     num_labels=info.num_labels, id2label=id2label,
+                                     label2id={n: i for i, n in id2label.items()}, problem_type=info.problem_type,
+                                     output_loading_info=True, **m.overrides)
+    # Weights the checkpoint lacks are initialised at random on *every* load; an adapter must carry them.
+    fresh = sorted({key.rsplit(".", 1)[0] for key in loading.get("missing_keys", [])})
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id  # GPT-style models find the last real token by it
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    fix_loss_scaling(model)
+    return model, fresh
+
+
+def apply_full(model, cfg, fresh):
+    for p in model.parameters():
+        p.requires_grad = True
+    return model
+
+
+def apply_frozen(model, cfg, fresh):
+    model.freeze_backbone(unfreeze_last=cfg.frozen.unfreeze_last)
+    return model
+
+
+def linear_module_names(model) -> list[str]:
+    """Leaf names of the linear layers (nn.Linear, GPT-2's Conv1D) that LoRA can adapt."""
+    import torch
+
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def _extra_modules(fresh: list[str]) -> list[str] | None:
+    """Fresh modules beyond the classifier, which PEFT's sequence-classification task already saves."""
+    extra = [name for name in fresh if name.rsplit(".", 1)[-1] not in ("classifier", "score")]
+    return extra or None
+
+
+def apply_lora(model, cfg, fresh):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    targets = cfg.lora.target_modules
+    if targets:
+        available = linear_module_names(model)
+        missing = [t for t in targets if t not in available]
+        if missing:
+            raise ConfigError(f"lora.target_modules: {', '.join(missing)} not in this model; its linear layers are "
+                              f"{', '.join(available)}")
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                        lora_dropout=cfg.lora.dropout, target_modules=targets or "all-linear",
+                        modules_to_save=_extra_modules(fresh))
+    return get_peft_model(model, config)
+
+
+def apply_prompt_tuning(model, cfg, fresh):
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
+    s = cfg.soft_prompt
+    kwargs = {}
+    if s.init_text:
+        kwargs = dict(prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=s.init_text,
+                      tokenizer_name_or_path=cfg.tokenizer.path or model_source(cfg))
+    config = PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=s.num_virtual_tokens,
+                                modules_to_save=_extra_modules(fresh), **kwargs)
+    return get_peft_model(model, config)
+
+
+def apply_prefix_tuning(model, cfg, fresh):
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
+
+    config = PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=cfg.soft_prompt.num_virtual_tokens,
+                                modules_to_save=_extra_modules(fresh))
+    return get_peft_model(model, config)
+
+
+def apply_p_tuning(model, cfg, fresh):
+    from peft import PromptEncoderConfig, TaskType, get_peft_model
+
+    s = cfg.soft_prompt
+    config = PromptEncoderConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=s.num_virtual_tokens,
+                                 encoder_hidden_size=s.encoder_hidden_size, modules_to_save=_extra_modules(fresh))
+    return get_peft_model(model, config)
+
+
+def apply_ia3(model, cfg, fresh):
+    from peft import IA3Config, TaskType, get_peft_model
+
+    return get_peft_model(model, IA3Config(task_type=TaskType.SEQ_CLS, modules_to_save=_extra_modules(fresh)))
+
+
+METHODS = {"full": apply_full, "frozen": apply_frozen, "lora": apply_lora, "prompt_tuning": apply_prompt_tuning,
+           "prefix_tuning": apply_prefix_tuning, "p_tuning": apply_p_tuning, "ia3": apply_ia3}
+PEFT_METHODS = {"lora", "prompt_tuning", "prefix_tuning", "p_tuning", "ia3"}
+
+
+# --------------------------------------------------------------------------------------------- metrics
+def predictions_from_logits(logits, problem_type: str):
+    import numpy as np
+
+    logits = np.asarray(logits)
+    if problem_type == "regression":
+        return logits.reshape(-1)
+    if problem_type == "multi_label_classification":
+        return (logits > 0).astype(int)  # sigmoid(logit) > 0.5
+    return logits.argmax(-1)
+
+
+def make_compute_metrics(info: LabelInfo):
+    from .metrics import classification_metric
+
+    metric = classification_metric(info.metric_config)
+
+    def compute(eval_pred):
+        logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+        predictions = predictions_from_logits(logits, info.problem_type)
+        references = eval_pred.label_ids
+        if info.problem_type == "multi_label_classification":
+            references = references.astype(int)
+        kwargs = {"num_labels": info.num_labels} if info.problem_type == "single_label_classification" else {}
+        return metric.compute(predictions=predictions, references=references, **kwargs)
+
+    return compute
+
+
+# --------------------------------------------------------------------------------------------- the recipe
+def build_trainer(cfg: FinetuneConfig, model, tokenizer, splits, info: LabelInfo, output_dir: str, collator):
+    from transformers import EarlyStoppingCallback, Trainer
+
+    has_eval = "validation" in splits
+    t = cfg.train
+    extra: dict = {}
+    if has_eval:
+        extra = dict(load_best_model_at_end=True, metric_for_best_model=t.metric_for_best,
+                     greater_is_better=t.metric_for_best not in ("mse", "mae", "loss", "eval_loss"))
+    args = training_arguments(t, output_dir, has_eval=has_eval, save_with_eval=True, remove_unused_columns=False,
+                              **extra)
+    callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if has_eval and t.early_stopping_patience else []
+    return Trainer(model=model, args=args, train_dataset=splits["train"], eval_dataset=splits.get("validation"),
+                   data_collator=collator, processing_class=tokenizer, compute_metrics=make_compute_metrics(info),
+                   callbacks=callbacks)
+
+
+def run(cfg: FinetuneConfig) -> RunResult:
+    from transformers import DataCollatorWithPadding, default_data_collator, set_seed
+
+    output_dir = cfg.output_dir
+    resume_from = check_output_dir(output_dir, overwrite=cfg.train.overwrite, resume=cfg.train.resume)
+    if resume_from:
+        log(f"resuming from {resume_from}")
+    set_seed(cfg.train.seed)
+
+    splits, info = load_labelled(cfg)
+    counts = Counter(splits["train"]["labels"]) if info.problem_type == "single_label_classification" else None
+    log(f"data: {len(splits['train']):,} training rows" +
+        "".join(f", {len(ds):,} {name} rows" for name, ds in splits.items() if name != "train") +
+        (f"; labels: {', '.join(f'{info.names[k]} ({v})' for k, v in sorted(counts.items()))}" if counts else ""))
+    tokenizer = load_tokenizer_for(cfg)
+    model, fresh = build_model(cfg, tokenizer, info)
+    if fresh:
+        log(f"initialised here (not in the checkpoint): {', '.join(fresh)}")
+    model = METHODS[cfg.method](model, cfg, fresh)
+    trainable, total = count_parameters(model)
+    log(f"method {cfg.method}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+    encoded = tokenize(splits, tokenizer, cfg)
+
+    collator = DataCollatorWithPadding(tokenizer)
+    cached = cfg.method == "frozen" and cfg.frozen.unfreeze_last == 0 and cfg.frozen.cache_features
+    if cached:
+        from .heads import extract_features
+
+        start = time.perf_counter()
+        encoded = extract_features(model, encoded, collator, batch_size=cfg.train.eval_batch_size or 64)
+        log(f"frozen backbone: features computed once in {time.perf_counter() - start:.1f}s; the head trains on them")
+        collator = default_data_collator
+
+    claim_output_dir(output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
+    save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
+    trainer = build_trainer(cfg, model, tokenizer, encoded, info, output_dir, collator)
+
+    start = time.perf_counter()
+    train_output = trainer.train(resume_from_checkpoint=resume_from)
+    wall = time.perf_counter() - start
+    metrics: dict = {k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))}
+    metrics["train_loss"] = finite_or_none(train_output.training_loss)
+    for split in ("validation", "test"):
+        if split in encoded:
+            prefix = "eval" if split == "validation" else "test"
+            output = trainer.predict(encoded[split], metric_key_prefix=prefix)  # metrics and logits in one pass
+            metrics.update({k: v for k, v in output.metrics.items() if isinstance(v, (int, float))})
+            if info.problem_type != "regression":
+                metrics[f"{prefix}_report"] = class_report(output.predictions, encoded[split]["labels"], info)
+    metrics.update(trainable_params=trainable, total_params=total, trainable_fraction=trainable / total,
+                   global_step=trainer.state.global_step, train_wall_seconds=round(wall, 3), method=cfg.method,
+                   features_cached=cached)
+    if trainer.is_world_process_zero():
+        save_run(trainer.model, tokenizer, cfg, output_dir)
+        write_json(Path(output_dir) / "metrics.json", metrics)
+        shown = {k: v for k, v in metrics.items() if not k.endswith("_report")}
+        write_model_card(output_dir, title=f"{Path(output_dir).name}: classification ({cfg.method})",
+                         lines=[f"method: {cfg.method}", f"base model: {cfg.model.path}", f"labels: {', '.join(info.names)}",
+                                f"data: {cfg.data.train}"],
+                         metrics=shown, load_snippet=load_snippet(cfg, output_dir))
+    log(f"done: {output_dir}")
+    return RunResult(output_dir=Path(output_dir), metrics=metrics, config=cfg)
+
+
+def class_report(logits, labels, info: LabelInfo) -> dict:
+    """Per-class precision/recall/F1/support and (single-label) the confusion matrix, rows = true labels."""
+    import numpy as np
+
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    predicted = predictions_from_logits(logits, info.problem_type)
+    truth = np.asarray(labels)
+    per_class = {}
+    if info.problem_type == "multi_label_classification":
+        truth = truth.astype(int)
+        pairs = [(predicted[:, i] == 1, truth[:, i] == 1) for i in range(len(info.names))]
+    else:
+        pairs = [(predicted == i, truth == i) for i in range(len(info.names))]
+    for name, (p, t) in zip(info.names, pairs):
+        tp, fp, fn = int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": int(t.sum())}
+    report: dict = {"per_class": per_class}
+    if info.problem_type == "single_label_classification":
+        n = len(info.names)
+        matrix = np.zeros((n, n), dtype=int)
+        for t, p in zip(truth, predicted):
+            matrix[int(t), int(p)] += 1
+        report["confusion_matrix"] = {"labels": info.names, "rows_true_columns_predicted": matrix.tolist()}
+    return report
+
+
+def save_run(model, tokenizer, cfg: FinetuneConfig, output_dir: str) -> None:
+    """Final model at the run directory's root: a full model, a PEFT adapter (+ the labelled config), or a
+    frozen backbone + head. `lora.merge` also writes a merged plain model to output_dir/merged."""
+    out = Path(output_dir)
+    tokenizer.save_pretrained(out)
+    if cfg.method == "frozen":
+        model.save_pretrained(out)
+        return
+    model.save_pretrained(out)
+    if cfg.method in PEFT_METHODS:
+        base = model.get_base_model()
+        base.config.save_pretrained(out)  # the labels and problem type, for loading the adapter with peft
+        if cfg.lora.merge and cfg.method in ("lora", "ia3"):
+            merged = model.merge_and_unload()
+            merged.save_pretrained(out / "merged")
+            tokenizer.save_pretrained(out / "merged")
+
+
+def load_snippet(cfg: FinetuneConfig, output_dir: str) -> str:
+    if cfg.method == "frozen":
+        return ("# A frozen backbone (AutoModel) + a small head; hfkit loads both:\n"
+                f"import hfkit\nhfkit.predict('{output_dir}', ['some text'])\n"
+                "# Without hfkit: AutoModel.from_pretrained(dir) gives the backbone; classifier_head.json says how\n"
+                "# to pool its last hidden state and classifier_head.safetensors holds the head's weights.")
+    if cfg.method in PEFT_METHODS:
+        return ("from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer\n"
+                "from peft import PeftModel\n"
+                f"config = AutoConfig.from_pretrained('{output_dir}')  # labels recorded by hfkit\n"
+                f"base = AutoModelForSequenceClassification.from_pretrained('{model_source(cfg)}', config=config)\n"
+                f"model = PeftModel.from_pretrained(base, '{output_dir}')\n"
+                f"tokenizer = AutoTokenizer.from_pretrained('{output_dir}')")
+    return ("from transformers import pipeline\n"
+            f"classify = pipeline('text-classification', model='{output_dir}')")

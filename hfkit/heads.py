@@ -1,0 +1,141 @@
+"""Frozen feature extraction: a backbone (AutoModel) whose pooled features feed a small trained head.
+
+When no backbone layer trains, its features are computed once (`extract_features`) and the head trains on
+them, so each epoch costs a pass over a small MLP instead of the transformer.
+Saved as the backbone in plain transformers format plus `classifier_head.safetensors` / `classifier_head.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+HEAD_WEIGHTS = "classifier_head.safetensors"
+HEAD_CONFIG = "classifier_head.json"
+
+
+class ClassifierHead(nn.Module):
+    def __init__(self, in_dim: int, num_labels: int, kind: str = "linear", hidden_size: int = 256, dropout: float = 0.1):
+        super().__init__()
+        if kind == "linear":
+            self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, num_labels))
+        else:
+            self.net = nn.Sequential(nn.Linear(in_dim, hidden_size), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden_size, num_labels))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+def transformer_layers(backbone) -> nn.ModuleList | None:
+    """The stack of transformer blocks: the longest ModuleList in the model (encoder.layer, h, layers, ...)."""
+    lists = [m for m in backbone.modules() if isinstance(m, nn.ModuleList)]
+    return max(lists, key=len) if lists else None
+
+
+class PooledClassifier(nn.Module):
+    def __init__(self, backbone, *, num_labels: int, problem_type: str, pooling: str = "mean", head: str = "linear",
+                 hidden_size: int = 256, dropout: float = 0.1, id2label: dict | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.head_config = dict(pooling=pooling, head=head, hidden_size=hidden_size, dropout=dropout,
+                                num_labels=num_labels, problem_type=problem_type,
+                                id2label={str(k): v for k, v in (id2label or {}).items()})
+        self.head = ClassifierHead(backbone.config.hidden_size, num_labels, head, hidden_size, dropout)
+        self.backbone_frozen = False
+
+    # The Trainer reads `config` for a few things (e.g. the model's dtype); the backbone's is the right one.
+    @property
+    def config(self):
+        return self.backbone.config
+
+    def freeze_backbone(self, unfreeze_last: int = 0) -> None:
+        for p in self.backbone.parameters():
+            p.requires_grad = False
+        self.backbone_frozen = unfreeze_last == 0
+        if unfreeze_last:
+            layers = transformer_layers(self.backbone)
+            if layers is None or unfreeze_last > len(layers):
+                from .errors import ConfigError
+
+                raise ConfigError(f"frozen.unfreeze_last: {unfreeze_last} is more than the model's "
+                                  f"{0 if layers is None else len(layers)} layers")
+            for layer in layers[-unfreeze_last:]:
+                for p in layer.parameters():
+                    p.requires_grad = True
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()  # fixed features: no dropout in a backbone that does not train
+        return self
+
+    def features(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        if self.head_config["pooling"] == "cls" or attention_mask is None:
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, features=None, labels=None, **kwargs):
+        if features is None:
+            features = self.features(input_ids, attention_mask, token_type_ids)
+        logits = self.head(features.to(self.head.net[-1].weight.dtype))
+        loss = None
+        if labels is not None:
+            problem = self.head_config["problem_type"]
+            if problem == "regression":
+                loss = nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+            elif problem == "multi_label_classification":
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+            else:
+                loss = nn.functional.cross_entropy(logits, labels.long())
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        self.backbone.save_pretrained(directory)
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(directory / HEAD_WEIGHTS))
+        (directory / HEAD_CONFIG).write_text(json.dumps(self.head_config, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "PooledClassifier":
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        directory = Path(directory)
+        config = json.loads((directory / HEAD_CONFIG).read_text(encoding="utf-8"))
+        model = cls(AutoModel.from_pretrained(directory), num_labels=config["num_labels"],
+                    problem_type=config["problem_type"], pooling=config["pooling"], head=config["head"],
+                    hidden_size=config["hidden_size"], dropout=config["dropout"], id2label=config["id2label"])
+        model.head.load_state_dict(load_file(str(directory / HEAD_WEIGHTS)))
+        return model.eval()
+
+
+@torch.no_grad()
+def extract_features(model: PooledClassifier, encoded, collator, batch_size: int = 64):
+    """Each split's pooled backbone features, computed once (batches sorted by length: little padding)."""
+    from datasets import Dataset, DatasetDict
+    from tqdm.auto import tqdm
+
+    model.eval()
+    out = {}
+    for split, ds in encoded.items():
+        columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in ds.column_names]
+        rows = ds.select_columns(columns).to_list() if hasattr(ds, "to_list") else [ds[i] for i in range(len(ds))]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+        features = torch.empty(len(rows), model.backbone.config.hidden_size)
+        for start in tqdm(range(0, len(order), batch_size), desc=f"Frozen features ({split})"):
+            idx = order[start:start + batch_size]
+            batch = collator([rows[i] for i in idx])
+            batch = {k: v.to(model.backbone.device) for k, v in batch.items() if k in columns}
+            features[idx] = model.features(**batch).float().cpu()
+        out[split] = Dataset.from_dict({"features": features.numpy(), "labels": list(ds["labels"])})
+    return DatasetDict(out)
