@@ -42,3 +42,15 @@ class ModelError(HfkitError):
     """A model or tokenizer cannot be built or loaded as asked (exit code 2)."""
 
     exit_code = 2
+
+
+class TrainingFailed(HfkitError):
+    """Training itself went wrong (e.g. the loss became NaN); exit code 1."""
+
+    exit_code = 1
+
+
+class Interrupted(HfkitError):
+    """SIGTERM/SIGINT stopped training after saving a checkpoint; exit code 130."""
+
+    exit_code = 130

@@ -18,8 +18,8 @@ from pathlib import Path
 from .config import FinetuneConfig, save_yaml
 from .errors import ConfigError, DataError, ModelError
 from .models import count_parameters, fix_loss_scaling, load_pretrained, resolve_model_path
-from .training import (RunResult, check_output_dir, claim_output_dir, finite_or_none, log, training_arguments,
-                       write_json, write_model_card)
+from .training import (RunResult, check_output_dir, claim_output_dir, finite_or_none, log, save_final,
+                       train_safely, training_arguments, write_json, write_model_card)
 
 
 # --------------------------------------------------------------------------------------------- labels
@@ -421,7 +421,7 @@ def run(cfg: FinetuneConfig) -> RunResult:
     trainer = build_trainer(cfg, model, tokenizer, encoded, info, output_dir, collator)
 
     start = time.perf_counter()
-    train_output = trainer.train(resume_from_checkpoint=resume_from)
+    train_output = train_safely(trainer, resume_from, output_dir)
     wall = time.perf_counter() - start
     metrics: dict = {k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))}
     metrics["train_loss"] = finite_or_none(train_output.training_loss)
@@ -436,7 +436,7 @@ def run(cfg: FinetuneConfig) -> RunResult:
                    global_step=trainer.state.global_step, train_wall_seconds=round(wall, 3), method=cfg.method,
                    features_cached=cached)
     if trainer.is_world_process_zero():
-        save_run(trainer.model, tokenizer, cfg, output_dir)
+        save_final(lambda folder: save_run(trainer.model, tokenizer, cfg, folder), output_dir)
         write_json(Path(output_dir) / "metrics.json", metrics)
         shown = {k: v for k, v in metrics.items() if not k.endswith("_report")}
         write_model_card(output_dir, title=f"{Path(output_dir).name}: classification ({cfg.method})",

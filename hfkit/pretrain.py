@@ -15,8 +15,8 @@ from .config import PretrainConfig, save_yaml
 from .errors import ConfigError, ModelError
 from .models import (PRESETS, count_parameters, fix_loss_scaling, load_pretrained, max_positions, preset_config,
                      resolve_model_path)
-from .training import (RunResult, check_output_dir, claim_output_dir, finite_or_none, log, training_arguments,
-                       write_json, write_model_card)
+from .training import (RunResult, check_output_dir, claim_output_dir, finite_or_none, log, save_final,
+                       train_safely, training_arguments, write_json, write_model_card)
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -134,9 +134,10 @@ def run(cfg: PretrainConfig) -> RunResult:
         log(f"before training: eval loss {before['eval_loss']:.4f}, perplexity {metrics['perplexity_before']:.1f}")
 
     start = time.perf_counter()
-    train_output = trainer.train(resume_from_checkpoint=resume_from)
+    train_output = train_safely(trainer, resume_from, output_dir)
     wall = time.perf_counter() - start
-    trainer.save_model(output_dir)  # model + tokenizer (processing_class) at the run directory's root
+    if trainer.is_world_process_zero():
+        save_final(trainer.save_model, output_dir)  # model + tokenizer (processing_class) at the run directory's root
     metrics.update({k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))})
     metrics["train_loss"] = finite_or_none(train_output.training_loss)
     if has_eval:

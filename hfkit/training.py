@@ -141,6 +141,7 @@ def training_arguments(t, output_dir: str | Path, *, has_eval: bool, save_with_e
         seed=t.seed,
         logging_steps=t.logging_steps,
         logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN loss must show in the logs, where the safety callback sees it
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
@@ -178,3 +179,105 @@ def write_model_card(output_dir: str | Path, *, title: str, lines: list[str], me
             "The resolved configuration is in `hfkit.yaml`; rerun it with `hfkit pretrain hfkit.yaml` "
             "(or `hfkit finetune`).\n")
     Path(output_dir, "README.md").write_text(text, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------- safety
+FINAL_TMP = ".hfkit-final.tmp"
+LOAD_MARKERS = ("config.json", "adapter_config.json")  # a folder loads once one of these is present
+
+
+def save_final(save: "callable", output_dir: str | Path) -> None:
+    """Write the final model with `save(folder)` into a temporary folder, then move it into `output_dir`.
+
+    Each move is an atomic rename and the files that make a folder loadable (config.json, adapter_config.json)
+    move last, after any old ones are removed first: a crash at any point leaves either the previous state or
+    an output_dir that does not load, never a half-written model that loads.
+    """
+    out = Path(output_dir)
+    tmp = out / FINAL_TMP
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save(tmp)
+    for marker in LOAD_MARKERS:
+        (out / marker).unlink(missing_ok=True)
+    entries = sorted(tmp.iterdir(), key=lambda p: (p.name in LOAD_MARKERS, p.name))
+    for entry in entries:
+        target = out / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    tmp.rmdir()
+
+
+def safety_callback():
+    """A TrainerCallback that (1) on SIGTERM/SIGINT saves a checkpoint at the end of the current step and stops,
+    (2) stops when a logged loss is NaN/inf, and refuses to write a checkpoint of non-finite weights."""
+    import signal
+
+    import torch
+    from transformers import TrainerCallback
+
+    class Safety(TrainerCallback):
+        def __init__(self):
+            self.signal_name: str | None = None
+            self.bad_loss: tuple[int, float] | None = None
+            self._previous: dict = {}
+
+        def _handler(self, signum, frame):
+            if self.signal_name:  # a second Ctrl-C / SIGTERM: stop now, without the checkpoint
+                raise KeyboardInterrupt
+            self.signal_name = signal.Signals(signum).name
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    self._previous[sig] = signal.signal(sig, self._handler)
+                except ValueError:  # not the main thread (e.g. some notebook runners): no handler
+                    pass
+
+        def on_train_end(self, args, state, control, **kwargs):
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+            self._previous.clear()
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if self.signal_name:
+                control.should_save = True
+                control.should_training_stop = True
+            if control.should_save and model is not None and not all(
+                    torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
+                self.bad_loss = self.bad_loss or (state.global_step, float("nan"))
+                control.should_save = False
+                control.should_training_stop = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                self.bad_loss = (state.global_step, loss)
+                control.should_save = False
+                control.should_training_stop = True
+            return control
+
+    return Safety()
+
+
+def train_safely(trainer, resume_from: str | None, output_dir: str | Path):
+    """trainer.train with the safety callback; raises HfkitError subclasses that say what was kept."""
+    from .errors import Interrupted, TrainingFailed
+
+    safety = safety_callback()
+    trainer.add_callback(safety)
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    if safety.bad_loss:
+        step, loss = safety.bad_loss
+        kept = checkpoints(output_dir)
+        where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written before it"
+        raise TrainingFailed(f"the training loss became {loss} at step {step}; stopped, {where}. Lower "
+                             "train.learning_rate, add warm-up (train.warmup_ratio) or use train.precision=fp32")
+    if safety.signal_name:
+        kept = checkpoints(output_dir)
+        raise Interrupted(f"stopped by {safety.signal_name} at step {trainer.state.global_step}; checkpoint saved "
+                          f"({kept[-1] if kept else 'none'}); continue with train.resume=auto (or --resume)")
+    return output
+

@@ -1,0 +1,139 @@
+"""Reliability: exact resume after SIGKILL, SIGTERM checkpoints, crash-safe final save, NaN guard, and one clear
+line (right exit code, no traceback, existing outputs untouched) for every bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import hfkit
+from hfkit.errors import TrainingFailed
+
+from conftest import tiny_overrides
+
+GPT_NO_DROPOUT = "model.overrides={resid_pdrop: 0.0, embd_pdrop: 0.0, attn_pdrop: 0.0}"
+
+
+def clm_args(corpus, tokenizer_dir, out, *extra):
+    return ["pretrain", "gpt2-clm-tiny", f"data.train={corpus}", f"output_dir={out}", f"tokenizer.path={tokenizer_dir}",
+            GPT_NO_DROPOUT, "data.block_size=32", "data.validation_split=0", "train.batch_size=8",
+            "train.logging_steps=1", "train.report_to=[]", "train.save_total_limit=null", *extra]
+
+
+def start(args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "hfkit", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **kwargs)
+
+
+def weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(clm_run):
+    return clm_run.output_dir  # a fixed tokenizer: trained tokenizers differ from process to process
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, corpus_file, tokenizer_dir):
+    steps = ["train.max_steps=120", "train.save_steps=40"]
+    straight = subprocess.run([sys.executable, "-m", "hfkit", *clm_args(corpus_file, tokenizer_dir, tmp_path / "a", *steps)],
+                              capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    killed = tmp_path / "b"
+    proc = start(clm_args(corpus_file, tokenizer_dir, killed, *steps))
+    deadline = time.time() + 120
+    while not (killed / "checkpoint-40" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.safetensors").exists() and not (killed / "checkpoint-120").exists()
+    resumed = subprocess.run([sys.executable, "-m", "hfkit",
+                              *clm_args(corpus_file, tokenizer_dir, killed, *steps, "train.resume=auto")],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr
+    a, b = weights(tmp_path / "a"), weights(killed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name  # bit-identical on CPU with dropout 0
+
+
+def test_sigterm_saves_a_resumable_checkpoint(tmp_path, corpus_file, tokenizer_dir):
+    out = tmp_path / "term"
+    proc = start(clm_args(corpus_file, tokenizer_dir, out, "train.max_steps=100000", "train.save_steps=100000"))
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "'loss'" in line:  # training has started: the handler is installed
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "stopped by SIGTERM" in rest and "train.resume=auto" in rest and "Traceback" not in rest
+    saved = [p for p in out.iterdir() if p.name.startswith("checkpoint-")]
+    assert len(saved) == 1 and (saved[0] / "trainer_state.json").is_file()
+    step = json.loads((saved[0] / "trainer_state.json").read_text())["global_step"]
+    assert 0 < step < 100000 and not (out / "config.json").exists()
+    done = subprocess.run([sys.executable, "-m", "hfkit", *clm_args(corpus_file, tokenizer_dir, out,
+                                                                     f"train.max_steps={step + 3}", "train.resume=auto")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == step + 3
+
+
+def test_crash_during_final_save_leaves_nothing_loadable(tmp_path, corpus_file, monkeypatch):
+    from transformers import AutoModelForMaskedLM, Trainer
+
+    original = Trainer.save_model
+
+    def broken_save(self, output_dir=None, _internal_call=False):
+        if _internal_call:  # checkpoints save normally; only the final save fails
+            return original(self, output_dir, _internal_call=True)
+        Path(output_dir, "model.safetensors").write_bytes(b"\x00" * 100)  # half a file, then the disk fills up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Trainer, "save_model", broken_save)
+    out = tmp_path / "crash"
+    with pytest.raises(OSError, match="No space left"):
+        hfkit.pretrain(tiny_overrides("mlm", corpus_file, out, **{"train.max_steps": 4, "train.save_steps": 2}))
+    assert not (out / "config.json").exists() and not (out / "model.safetensors").exists()
+    with pytest.raises((OSError, ValueError)):  # transformers: no config.json -> not a model folder
+        AutoModelForMaskedLM.from_pretrained(out)
+    assert (out / "checkpoint-4" / "trainer_state.json").is_file()  # the checkpoints are intact
+    AutoModelForMaskedLM.from_pretrained(out / "checkpoint-4")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus_file, monkeypatch):
+    from transformers import GPT2LMHeadModel
+
+    forward = GPT2LMHeadModel.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        calls["n"] += 1 if self.training else 0
+        if self.training and calls["n"] > 7 and out.loss is not None:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(GPT2LMHeadModel, "forward", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingFailed, match=r"the training loss became nan at step 8; stopped, the last good checkpoint is .*checkpoint-5"):
+        hfkit.pretrain(tiny_overrides("clm", corpus_file, out, **{"train.max_steps": 50, "train.save_steps": 5,
+                                                                   "train.logging_steps": 1,
+                                                                   "train.eval_before_training": False}))
+    assert [p.name for p in sorted(out.glob("checkpoint-*"))] == ["checkpoint-5"]
+    assert not (out / "config.json").exists()
