@@ -543,8 +543,10 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        mark, opened = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
+        if opened is not None and mark is not None and opened.line != mark.line:
+            where += f" (in what opens on line {opened.line + 1})"
         raise ConfigError(f"recipe '{path}'{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"recipe '{path}': not UTF-8 text") from None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import FinetuneConfig, save_yaml
 from .errors import ConfigError, DataError, ModelError
-from .models import count_parameters, fix_loss_scaling, load_pretrained, resolve_model_path
+from .models import check_local_model_dir, count_parameters, fix_loss_scaling, load_pretrained, resolve_model_path
 from .training import (RunResult, check_output_dir, claim_output_dir, finite_or_none, log, save_final,
                        train_safely, training_arguments, write_json, write_model_card)
 
@@ -391,6 +391,7 @@ def run(cfg: FinetuneConfig) -> RunResult:
     if resume_from:
         log(f"resuming from {resume_from}")
     set_seed(cfg.train.seed)
+    check_local_model_dir(model_source(cfg))  # before any data work: a wrong path fails fast, naming model.path
 
     splits, info = load_labelled(cfg)
     counts = Counter(splits["train"]["labels"]) if info.problem_type == "single_label_classification" else None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import PretrainConfig, save_yaml
 from .errors import ConfigError, ModelError
-from .models import (PRESETS, count_parameters, fix_loss_scaling, load_pretrained, max_positions, preset_config,
+from .models import (PRESETS, check_local_model_dir, count_parameters, fix_loss_scaling, load_pretrained, max_positions, preset_config,
                      resolve_model_path)
 from .training import (RunResult, check_output_dir, claim_output_dir, finite_or_none, log, save_final,
                        train_safely, training_arguments, write_json, write_model_card)
@@ -110,6 +110,8 @@ def run(cfg: PretrainConfig) -> RunResult:
     if resume_from:
         log(f"resuming from {resume_from}")
     set_seed(cfg.train.seed)
+    if cfg.model.path:
+        check_local_model_dir(resolve_model_path(cfg.model.path))  # fail fast, before the data work
 
     corpus = load_corpus(cfg.data, seed=cfg.train.seed)
     log(f"corpus: {len(corpus['train']):,} training documents"

@@ -82,7 +82,7 @@ def test_recipe_errors(tmp_path):
         resolve("pretrain", "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("objective: mlm\ntrain: [unclosed\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml' line \d+: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad.yaml' line \d+ \(in what opens on line 2\): not valid YAML"):
         resolve("pretrain", bad)
     listy = tmp_path / "list.yaml"
     listy.write_text("- a\n- b\n")

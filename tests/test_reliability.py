@@ -3,9 +3,7 @@ line (right exit code, no traceback, existing outputs untouched) for every bad i
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -137,3 +135,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus_file
                                                                    "train.eval_before_training": False}))
     assert [p.name for p in sorted(out.glob("checkpoint-*"))] == ["checkpoint-5"]
     assert not (out / "config.json").exists()
+
+
+def test_resume_auto_picks_the_newest_complete_checkpoint(tmp_path):
+    from hfkit.errors import OutputDirError
+    from hfkit.training import check_output_dir
+
+    for step, complete in ((5, True), (10, True), (15, False)):  # 15: killed while being written
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert check_output_dir(tmp_path, overwrite=False, resume="auto") == str(tmp_path / "checkpoint-10")
+    with pytest.raises(OutputDirError, match="not a complete Trainer checkpoint"):
+        check_output_dir(tmp_path, overwrite=False, resume=str(tmp_path / "checkpoint-15"))
+    with pytest.raises(OutputDirError, match="is not empty"):
+        check_output_dir(tmp_path, overwrite=False, resume=None)

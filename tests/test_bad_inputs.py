@@ -1,0 +1,103 @@
+"""Every bad input a user can give: one `error:` line naming the problem, exit code 2, no traceback, and the files
+already in output_dir byte-identical afterwards (each case passes --overwrite, so only the failure protects them)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hfkit.cli import app
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, mlm_run, clm_run):
+    d = tmp_path_factory.mktemp("bad-inputs")
+    (d / "good.txt").write_text("the cat sees the dog .\n" * 50)
+    (d / "blank.txt").write_text("\n   \n\t\n")
+    (d / "bad.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n{"text": \n')
+    pd.DataFrame({"body": ["a b c"] * 5}).to_csv(d / "body.csv", index=False)
+    (d / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    (d / "empty_folder").mkdir()
+    (d / "a_file").write_text("x")
+    (d / "bad.yaml").write_text("objective: mlm\nmodel: [unclosed\n")
+    no_weights = d / "no_weights"
+    no_weights.mkdir()
+    shutil.copy(mlm_run.output_dir / "config.json", no_weights / "config.json")
+    rows = [("the cat sees the dog .", "animal"), ("the doctor helps the child .", "person")] * 20
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(d / "train.csv", index=False)
+    pd.DataFrame(rows + [("the robot sees the car .", "robot")], columns=["text", "label"]).to_csv(d / "dev.csv", index=False)
+    pd.DataFrame([("", "animal")] + rows, columns=["text", "label"]).to_csv(d / "empty_text.csv", index=False)
+    return {"dir": d, "mlm": mlm_run.output_dir, "clm": clm_run.output_dir}
+
+
+def pre(d):  # pretraining on the good corpus, overridable
+    return ["pretrain", "bert-mlm-tiny", f"data.train={d / 'good.txt'}", "tokenizer.vocab_size=200"]
+
+
+def fine(i):
+    return ["finetune", "classification-full", f"model.path={i['mlm']}", f"data.train={i['dir'] / 'train.csv'}"]
+
+
+CASES = {
+    # name: (args builder, text the one error line must contain)
+    "missing data file": (lambda i: pre(i["dir"])[:2] + ["data.train=/no/such/corpus.txt"], "data.train: '/no/such/corpus.txt' does not exist"),
+    "glob matching nothing": (lambda i: pre(i["dir"])[:2] + [f"data.train={i['dir']}/*.parquet"], "matches no files"),
+    "folder without data": (lambda i: pre(i["dir"])[:2] + [f"data.train={i['dir'] / 'empty_folder'}"], "holds no"),
+    "empty corpus after cleaning": (lambda i: pre(i["dir"])[:2] + [f"data.train={i['dir'] / 'blank.txt'}"], "no text left after dropping empty documents"),
+    "malformed JSONL line": (lambda i: pre(i["dir"])[:2] + [f"data.train={i['dir'] / 'bad.jsonl'}"], "bad.jsonl' line 3 is not valid JSON"),
+    "CSV without the column": (lambda i: pre(i["dir"])[:2] + [f"data.train={i['dir'] / 'body.csv'}"], "no column 'text' in the data; its columns are body"),
+    "non-UTF-8 text": (lambda i: pre(i["dir"])[:2] + [f"data.train={i['dir'] / 'latin1.txt'}"], "latin1.txt' is not UTF-8 text"),
+    "wrong type": (lambda i: pre(i["dir"]) + ["train.batch_size=abc"], "train.batch_size: expected an integer, got 'abc'"),
+    "negative learning rate": (lambda i: pre(i["dir"]) + ["train.learning_rate=-0.1"], "train.learning_rate: -0.1 must be > 0"),
+    "unknown key": (lambda i: pre(i["dir"]) + ["train.lerning_rate=0.1"], "did you mean 'train.learning_rate'?"),
+    "bad override syntax": (lambda i: pre(i["dir"]) + ["train.max_steps"], "override 'train.max_steps' must look like section.key=value"),
+    "missing recipe": (lambda i: ["pretrain", "no-such-recipe.yaml"], "recipe 'no-such-recipe.yaml' not found"),
+    "invalid recipe YAML": (lambda i: ["pretrain", str(i["dir"] / "bad.yaml")], "bad.yaml' line 3 (in what opens on line 2): not valid YAML"),
+    "block size beyond positions": (lambda i: pre(i["dir"]) + ["model.preset=null", f"model.path={i['mlm']}", "data.block_size=600"], "data.block_size: 600 exceeds the model's 512 positions"),
+    "mlm on a causal-only model": (lambda i: pre(i["dir"]) + ["model.preset=null", f"model.path={i['clm']}"], "has no mask token"),
+    "model dir without weights": (lambda i: fine(i)[:2] + [f"model.path={i['dir'] / 'no_weights'}", f"data.train={i['dir'] / 'train.csv'}"], "has config.json but no weights"),
+    "model path missing": (lambda i: fine(i)[:2] + ["model.path=./no/such/model", f"data.train={i['dir'] / 'train.csv'}"], "model.path: './no/such/model' does not exist"),
+    "output_dir is a file": (lambda i: pre(i["dir"]) + [f"output_dir={i['dir'] / 'a_file'}"], "is a file; choose a folder path"),
+    "label column missing": (lambda i: fine(i) + ["data.label_column=sentiment"], "no column 'sentiment' in the data; its columns are text, label"),
+    "label unseen in training": (lambda i: fine(i) + [f"data.validation={i['dir'] / 'dev.csv'}"], "label 'robot' (row 41) never appears in the training data"),
+    "empty text": (lambda i: fine(i)[:3] + [f"data.train={i['dir'] / 'empty_text.csv'}"], "1 row(s) have an empty 'text' (first: row 1)"),
+    "wrong pair column": (lambda i: fine(i) + ["data.text_pair_column=hypothesis"], "no column 'hypothesis'"),
+    "LoRA target the model lacks": (lambda i: fine(i) + ["method=lora", "lora.target_modules=[q_proj]"], "lora.target_modules: q_proj not in this model; its linear layers are"),
+    "unknown method": (lambda i: fine(i) + ["method=lorra"], "method: 'lorra' is not one of"),
+    "incompatible label options": (lambda i: fine(i) + ["multi_label=true", "regression=true"], "multi_label and regression: choose one"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_one_line_exit_2_outputs_untouched(name, inputs, tmp_path):
+    build, expected = CASES[name]
+    out = tmp_path / "existing-run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (out / "notes.txt").write_text("precious")
+    before = snapshot(out)
+    args = build(inputs)
+    if not any(a.startswith("output_dir=") for a in args):
+        args = args + [f"output_dir={out}"]
+    result = CliRunner().invoke(app, args + ["--overwrite"] if args[1] not in ("no-such-recipe.yaml",) and
+                                not args[1].endswith("bad.yaml") else args)
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2, (name, result.exit_code, result.output[-1500:], result.exception)
+    assert len(errors) == 1 and expected in errors[0], (name, errors, result.output[-1500:])
+    assert "Traceback" not in result.output
+    assert snapshot(out) == before
+
+
+def test_case_count():
+    assert len(CASES) == 25
