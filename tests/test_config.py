@@ -147,3 +147,13 @@ def test_recipe_found_by_name():
     cfg = resolve("pretrain", "gpt2-clm-tiny")
     assert cfg.objective == "clm" and cfg.model.preset == "gpt2-tiny"
     assert Path(recipes_dir(), "pretrain", "gpt2-clm-tiny.yaml").is_file()
+
+
+def test_recipes_are_safe_loaded(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("objective: !!python/object/apply:os.system ['echo pwned > pwned.txt']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        resolve("pretrain", evil)
+    assert not Path("pwned.txt").exists()
+    cfg = resolve("pretrain", dict(BASE))
+    assert cfg.model.trust_remote_code is False  # a hub model's own code runs only when the user asks for it
