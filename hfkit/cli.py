@@ -55,6 +55,10 @@ def _run(fn, *args, **kwargs):
         raise typer.Exit(1)
 
 
+def _main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _version(value: bool):
     if value:
         typer.echo(f"hfkit {__version__}")
@@ -98,6 +102,8 @@ def pretrain(
         extra.append("train.resume=auto")
     cfg = _run(resolve, "pretrain", recipe, extra)
     result = _run(run, cfg)
+    if not _main_process():
+        return
     shown = {k: result.metrics.get(k) for k in ("perplexity_before", "perplexity", "eval_loss", "train_loss", "global_step")}
     typer.echo("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items() if v is not None))
     typer.echo(f"run directory: {result.output_dir}")
@@ -135,6 +141,8 @@ def finetune(
         extra.append("train.resume=auto")
     cfg = _run(resolve, "finetune", recipe, extra)
     result = _run(run, cfg)
+    if not _main_process():
+        return
     keys = ("eval_accuracy", "eval_f1", "eval_mse", "eval_pearson", "test_accuracy", "test_f1", "trainable_params",
             "global_step")
     shown = {k: result.metrics.get(k) for k in keys}

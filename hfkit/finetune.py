@@ -18,8 +18,8 @@ from pathlib import Path
 from .config import FinetuneConfig, save_yaml
 from .errors import ConfigError, DataError, ModelError
 from .models import check_local_model_dir, count_parameters, fix_loss_scaling, load_pretrained, resolve_model_path
-from .training import (RunResult, check_output_dir, claim_output_dir, finite_or_none, log, save_final,
-                       train_safely, training_arguments, write_json, write_model_card)
+from .training import (RunResult, check_output_dir, claim_output_dir, distributed_state, finite_or_none, log,
+                       ranks_in_sync, save_final, train_safely, training_arguments, write_json, write_model_card)
 
 
 # --------------------------------------------------------------------------------------------- labels
@@ -393,19 +393,21 @@ def run(cfg: FinetuneConfig) -> RunResult:
     set_seed(cfg.train.seed)
     check_local_model_dir(model_source(cfg))  # before any data work: a wrong path fails fast, naming model.path
 
-    splits, info = load_labelled(cfg)
+    state = distributed_state()
+    with state.main_process_first():  # the main process reads and tokenizes first; the others reuse its cache
+        splits, info = load_labelled(cfg)
+        tokenizer = load_tokenizer_for(cfg)
+        encoded = tokenize(splits, tokenizer, cfg)
     counts = Counter(splits["train"]["labels"]) if info.problem_type == "single_label_classification" else None
     log(f"data: {len(splits['train']):,} training rows" +
         "".join(f", {len(ds):,} {name} rows" for name, ds in splits.items() if name != "train") +
         (f"; labels: {', '.join(f'{info.names[k]} ({v})' for k, v in sorted(counts.items()))}" if counts else ""))
-    tokenizer = load_tokenizer_for(cfg)
     model, fresh = build_model(cfg, tokenizer, info)
     if fresh:
         log(f"initialised here (not in the checkpoint): {', '.join(fresh)}")
     model = METHODS[cfg.method](model, cfg, fresh)
     trainable, total = count_parameters(model)
     log(f"method {cfg.method}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
-    encoded = tokenize(splits, tokenizer, cfg)
 
     collator = DataCollatorWithPadding(tokenizer)
     cached = cfg.method == "frozen" and cfg.frozen.unfreeze_last == 0 and cfg.frozen.cache_features
@@ -417,8 +419,9 @@ def run(cfg: FinetuneConfig) -> RunResult:
         log(f"frozen backbone: features computed once in {time.perf_counter() - start:.1f}s; the head trains on them")
         collator = default_data_collator
 
-    claim_output_dir(output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
-    save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
+    if state.is_main_process:
+        claim_output_dir(output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
+        save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
     trainer = build_trainer(cfg, model, tokenizer, encoded, info, output_dir, collator)
 
     start = time.perf_counter()
@@ -435,7 +438,10 @@ def run(cfg: FinetuneConfig) -> RunResult:
                 metrics[f"{prefix}_report"] = class_report(output.predictions, encoded[split]["labels"], info)
     metrics.update(trainable_params=trainable, total_params=total, trainable_fraction=trainable / total,
                    global_step=trainer.state.global_step, train_wall_seconds=round(wall, 3), method=cfg.method,
-                   features_cached=cached)
+                   features_cached=cached, world_size=trainer.args.world_size)
+    in_sync = ranks_in_sync(trainer)
+    if in_sync is not None:
+        metrics["ranks_in_sync"] = in_sync
     if trainer.is_world_process_zero():
         save_final(lambda folder: save_run(trainer.model, tokenizer, cfg, folder), output_dir)
         write_json(Path(output_dir) / "metrics.json", metrics)

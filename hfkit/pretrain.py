@@ -15,13 +15,18 @@ from .config import PretrainConfig, save_yaml
 from .errors import ConfigError, ModelError
 from .models import (PRESETS, check_local_model_dir, count_parameters, fix_loss_scaling, load_pretrained, max_positions, preset_config,
                      resolve_model_path)
-from .training import (RunResult, check_output_dir, claim_output_dir, finite_or_none, log, save_final,
-                       train_safely, training_arguments, write_json, write_model_card)
+from .training import (RunResult, check_output_dir, claim_output_dir, distributed_state, finite_or_none, log,
+                       ranks_in_sync, save_final, shared_folder, train_safely, training_arguments, write_json,
+                       write_model_card)
 
 
 # --------------------------------------------------------------------------------------------- steps
-def build_tokenizer(cfg: PretrainConfig, train_texts, resume_from: str | None = None):
-    """The tokenizer: from a checkpoint being resumed, tokenizer.path, model.path, or trained on the corpus."""
+def build_tokenizer(cfg: PretrainConfig, train_texts, resume_from: str | None = None, state=None):
+    """The tokenizer: from a checkpoint being resumed, tokenizer.path, model.path, or trained on the corpus.
+
+    In a multi-process run only the main process trains one (training is not reproducible across processes);
+    the others load it from a shared folder, which `run` lets them reach after the main process.
+    """
     from .tokenizer import choose_algorithm, ensure_special_tokens, load_tokenizer, train_tokenizer
 
     m, t = cfg.model, cfg.tokenizer
@@ -30,6 +35,8 @@ def build_tokenizer(cfg: PretrainConfig, train_texts, resume_from: str | None = 
     elif t.path or m.path:
         tokenizer = load_tokenizer(resolve_model_path(t.path or m.path), revision=m.revision,
                                    trust_remote_code=m.trust_remote_code)
+    elif state is not None and state.num_processes > 1 and not state.is_main_process:
+        tokenizer = load_tokenizer(str(shared_folder(cfg.output_dir, "tokenizer")))
     else:
         spec = PRESETS[m.preset]
         algorithm = choose_algorithm(t.type, spec["tokenizer"])
@@ -38,6 +45,10 @@ def build_tokenizer(cfg: PretrainConfig, train_texts, resume_from: str | None = 
         tokenizer = train_tokenizer((row["text"] for row in texts), kind=spec["kind"], family=spec["family"],
                                     algorithm=algorithm, vocab_size=t.vocab_size, min_frequency=t.min_frequency,
                                     lowercase=t.lowercase, model_max_length=cfg.data.block_size)
+        if state is not None and state.num_processes > 1:
+            # Reloaded like the other ranks will, so every rank holds the same object (and the same cache key).
+            tokenizer.save_pretrained(shared_folder(cfg.output_dir, "tokenizer"))
+            tokenizer = load_tokenizer(str(shared_folder(cfg.output_dir, "tokenizer")))
     ensure_special_tokens(tokenizer, cfg.objective)
     return tokenizer
 
@@ -113,18 +124,21 @@ def run(cfg: PretrainConfig) -> RunResult:
     if cfg.model.path:
         check_local_model_dir(resolve_model_path(cfg.model.path))  # fail fast, before the data work
 
-    corpus = load_corpus(cfg.data, seed=cfg.train.seed)
-    log(f"corpus: {len(corpus['train']):,} training documents"
-        + (f", {len(corpus['validation']):,} validation documents" if "validation" in corpus else ", no validation set"))
-    tokenizer = build_tokenizer(cfg, corpus["train"], resume_from)
+    state = distributed_state()
+    with state.main_process_first():  # the main process reads, trains the tokenizer and tokenizes; the rest reuse
+        corpus = load_corpus(cfg.data, seed=cfg.train.seed)
+        log(f"corpus: {len(corpus['train']):,} training documents"
+            + (f", {len(corpus['validation']):,} validation documents" if "validation" in corpus else ", no validation set"))
+        tokenizer = build_tokenizer(cfg, corpus["train"], resume_from, state)
+        lm = build_datasets(cfg, corpus, tokenizer)
     model = build_model(cfg, tokenizer)
     trainable, total = count_parameters(model)
     log(f"model: {type(model).__name__}, {total / 1e6:.2f}M parameters")
-    lm = build_datasets(cfg, corpus, tokenizer)
     if len(lm["train"]) == 0:
         raise ModelError("data.train: tokenization produced no blocks")
-    claim_output_dir(output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
-    save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
+    if state.is_main_process:
+        claim_output_dir(output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
+        save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
     trainer = build_trainer(cfg, model, tokenizer, lm, build_collator(cfg, tokenizer), output_dir)
 
     metrics: dict = {}
@@ -148,7 +162,10 @@ def run(cfg: PretrainConfig) -> RunResult:
         metrics["perplexity"] = perplexity(final.get("eval_loss"))
         log(f"after training: eval loss {final['eval_loss']:.4f}, perplexity {metrics['perplexity']:.1f}")
     metrics.update(trainable_params=trainable, total_params=total, global_step=trainer.state.global_step,
-                   train_wall_seconds=round(wall, 3), train_blocks=len(lm["train"]))
+                   train_wall_seconds=round(wall, 3), train_blocks=len(lm["train"]), world_size=trainer.args.world_size)
+    in_sync = ranks_in_sync(trainer)
+    if in_sync is not None:
+        metrics["ranks_in_sync"] = in_sync
 
     if trainer.is_world_process_zero():
         write_json(Path(output_dir) / "metrics.json", metrics)

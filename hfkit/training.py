@@ -281,3 +281,46 @@ def train_safely(trainer, resume_from: str | None, output_dir: str | Path):
                           f"({kept[-1] if kept else 'none'}); continue with train.resume=auto (or --resume)")
     return output
 
+
+
+# --------------------------------------------------------------------------------------------- distributed
+def distributed_state():
+    """Accelerate's process state (torchrun / accelerate launch set the env; one process otherwise).
+
+    Created before TrainingArguments so that data preparation can run on the main process first; on a machine
+    without CUDA it uses the gloo backend, as TrainingArguments(use_cpu=True) does.
+    """
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def shared_folder(output_dir: str | Path, name: str) -> Path:
+    """A folder every rank of this run can find: where the main process leaves what the others load."""
+    import hashlib
+
+    key = hashlib.sha256(str(Path(output_dir).resolve()).encode()).hexdigest()[:16]
+    from .data import default_cache_dir
+
+    return default_cache_dir() / "shared" / f"{key}-{name}"
+
+
+def parameter_digest(model) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def ranks_in_sync(trainer) -> bool | None:
+    """Whether every rank ends with bit-identical parameters (None in a single process)."""
+    from accelerate.utils import gather_object
+
+    if trainer.args.world_size <= 1:
+        return None
+    digests = gather_object([parameter_digest(trainer.accelerator.unwrap_model(trainer.model))])
+    return len(set(digests)) == 1
