@@ -99,7 +99,12 @@ class TrainConfig:
     eval_batch_size: int | None = None
     """Examples per device during evaluation (default: batch_size)."""
     gradient_accumulation_steps: int = 1
-    """Forward passes per optimizer step."""
+    """Forward passes per optimizer step (derived when global_batch_size is set)."""
+    global_batch_size: int | None = None
+    """Examples per optimizer step over all devices; accumulation = global / (batch_size x world size), so a run
+    means the same on 1 or 64 GPUs. The derived gradient_accumulation_steps is recorded in hfkit.yaml."""
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "adamw_8bit"] = "adamw_torch"
+    """adamw_torch_fused is faster on GPUs; adafactor keeps less state; adamw_8bit needs bitsandbytes."""
     learning_rate: float | None = None
     """Peak learning rate (null: 5e-4 for pretraining; for fine-tuning the method's, see DEFAULT_LEARNING_RATES)."""
     weight_decay: float = 0.01
@@ -229,6 +234,12 @@ def _validate_train(t: TrainConfig) -> list[str]:
     positive("batch_size", t.batch_size)
     positive("eval_batch_size", t.eval_batch_size, allow_none=True)
     positive("gradient_accumulation_steps", t.gradient_accumulation_steps)
+    positive("global_batch_size", t.global_batch_size, allow_none=True)
+    if t.optimizer == "adamw_8bit":
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            problems.append("train.optimizer: adamw_8bit needs the bitsandbytes package (pip install bitsandbytes)")
     positive("learning_rate", t.learning_rate, allow_none=True)
     positive("max_steps", t.max_steps, allow_none=True)
     if t.max_steps is None:

@@ -18,8 +18,9 @@ from pathlib import Path
 from .config import FinetuneConfig, save_yaml
 from .errors import ConfigError, DataError, ModelError
 from .models import check_local_model_dir, count_parameters, fix_loss_scaling, load_pretrained, resolve_model_path
-from .training import (RunResult, check_output_dir, claim_output_dir, distributed_state, finite_or_none, log,
-                       ranks_in_sync, save_final, train_safely, training_arguments, write_json, write_model_card)
+from .training import (RunResult, check_output_dir, claim_output_dir, derive_accumulation, distributed_state,
+                       finite_or_none, log, ranks_in_sync, save_final, train_safely, training_arguments, write_json,
+                       write_model_card)
 
 
 # --------------------------------------------------------------------------------------------- labels
@@ -394,6 +395,7 @@ def run(cfg: FinetuneConfig) -> RunResult:
     check_local_model_dir(model_source(cfg))  # before any data work: a wrong path fails fast, naming model.path
 
     state = distributed_state()
+    derive_accumulation(cfg.train, state.num_processes)  # early (fails fast); hfkit.yaml records the result
     with state.main_process_first():  # the main process reads and tokenizes first; the others reuse its cache
         splits, info = load_labelled(cfg)
         tokenizer = load_tokenizer_for(cfg)

@@ -15,9 +15,9 @@ from .config import PretrainConfig, save_yaml
 from .errors import ConfigError, ModelError
 from .models import (PRESETS, check_local_model_dir, count_parameters, fix_loss_scaling, load_pretrained, max_positions, preset_config,
                      resolve_model_path)
-from .training import (RunResult, check_output_dir, claim_output_dir, distributed_state, finite_or_none, log,
-                       ranks_in_sync, save_final, shared_folder, train_safely, training_arguments, write_json,
-                       write_model_card)
+from .training import (RunResult, check_output_dir, claim_output_dir, derive_accumulation, distributed_state,
+                       finite_or_none, log, ranks_in_sync, save_final, shared_folder, train_safely,
+                       training_arguments, write_json, write_model_card)
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -125,6 +125,7 @@ def run(cfg: PretrainConfig) -> RunResult:
         check_local_model_dir(resolve_model_path(cfg.model.path))  # fail fast, before the data work
 
     state = distributed_state()
+    derive_accumulation(cfg.train, state.num_processes)  # early (fails fast); hfkit.yaml records the result
     with state.main_process_first():  # the main process reads, trains the tokenizer and tokenizes; the rest reuse
         corpus = load_corpus(cfg.data, seed=cfg.train.seed)
         log(f"corpus: {len(corpus['train']):,} training documents"

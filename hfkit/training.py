@@ -89,6 +89,23 @@ def _has_model(out: Path) -> bool:
     return (out / "config.json").exists() or (out / "adapter_config.json").exists()
 
 
+def derive_accumulation(t, world_size: int) -> None:
+    """Set t.gradient_accumulation_steps from t.global_batch_size (no-op when it is not set)."""
+    if t.global_batch_size is None:
+        return
+    per_step = t.batch_size * world_size
+    if t.global_batch_size % per_step:
+        from .errors import ConfigError
+
+        raise ConfigError(f"train.global_batch_size: {t.global_batch_size} is not a multiple of train.batch_size "
+                          f"({t.batch_size}) x {world_size} process(es) = {per_step}; change one of them")
+    t.gradient_accumulation_steps = t.global_batch_size // per_step
+
+
+OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_torch_fused": "adamw_torch_fused", "adafactor": "adafactor",
+              "adamw_8bit": "adamw_bnb_8bit"}
+
+
 def precision_flags(precision: str) -> dict:
     """TrainingArguments flags for train.precision. auto = bf16 on a GPU that supports it, else fp32."""
     import torch
@@ -148,6 +165,7 @@ def training_arguments(t, output_dir: str | Path, *, has_eval: bool, save_with_e
         dataloader_num_workers=t.dataloader_num_workers,
         report_to=report_to or "none",
         ddp_find_unused_parameters=False,
+        optim=OPTIMIZERS[t.optimizer],
         **eval_kwargs,
         **precision_flags(t.precision),
     )
