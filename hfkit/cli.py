@@ -7,7 +7,6 @@ running); `HFKIT_DEBUG=1` shows the traceback instead. torch and transformers ar
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -59,6 +58,26 @@ def _main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _train(kind: str, recipe: str, overrides, overwrite: bool, resume: bool, shown_keys: tuple[str, ...]) -> None:
+    """`hfkit pretrain` / `hfkit finetune`: resolve the config, run it, print the main metrics (rank 0 only)."""
+    import importlib
+
+    from .config import resolve
+
+    extra = list(overrides or [])
+    if overwrite:
+        extra.append("train.overwrite=true")
+    if resume:
+        extra.append("train.resume=auto")
+    cfg = _run(resolve, kind, recipe, extra)
+    result = _run(importlib.import_module(f"hfkit.{kind}").run, cfg)
+    if not _main_process():
+        return
+    shown = {k: result.metrics.get(k) for k in shown_keys}
+    typer.echo("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items() if v is not None))
+    typer.echo(f"run directory: {result.output_dir}")
+
+
 def _version(value: bool):
     if value:
         typer.echo(f"hfkit {__version__}")
@@ -92,21 +111,8 @@ def pretrain(
 
       hfkit pretrain runs/bert/hfkit.yaml --resume
     """
-    from .config import resolve
-    from .pretrain import run
-
-    extra = list(overrides or [])
-    if overwrite:
-        extra.append("train.overwrite=true")
-    if resume:
-        extra.append("train.resume=auto")
-    cfg = _run(resolve, "pretrain", recipe, extra)
-    result = _run(run, cfg)
-    if not _main_process():
-        return
-    shown = {k: result.metrics.get(k) for k in ("perplexity_before", "perplexity", "eval_loss", "train_loss", "global_step")}
-    typer.echo("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items() if v is not None))
-    typer.echo(f"run directory: {result.output_dir}")
+    _train("pretrain", recipe, overrides, overwrite, resume,
+           ("perplexity_before", "perplexity", "eval_loss", "train_loss", "global_step"))
 
 
 @app.command()
@@ -131,23 +137,9 @@ def finetune(
 
       hfkit finetune classification-full model.path=bert-base-uncased data.train=nli.jsonl data.text_pair_column=hypothesis
     """
-    from .config import resolve
-    from .finetune import run
-
-    extra = list(overrides or [])
-    if overwrite:
-        extra.append("train.overwrite=true")
-    if resume:
-        extra.append("train.resume=auto")
-    cfg = _run(resolve, "finetune", recipe, extra)
-    result = _run(run, cfg)
-    if not _main_process():
-        return
-    keys = ("eval_accuracy", "eval_f1", "eval_mse", "eval_pearson", "test_accuracy", "test_f1", "trainable_params",
-            "global_step")
-    shown = {k: result.metrics.get(k) for k in keys}
-    typer.echo("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items() if v is not None))
-    typer.echo(f"run directory: {result.output_dir}")
+    _train("finetune", recipe, overrides, overwrite, resume,
+           ("eval_accuracy", "eval_f1", "eval_mse", "eval_pearson", "test_accuracy", "test_f1", "trainable_params",
+            "global_step"))
 
 
 @app.command()

@@ -17,10 +17,9 @@ from pathlib import Path
 
 from .config import FinetuneConfig, save_yaml
 from .errors import ConfigError, DataError, ModelError
-from .models import check_local_model_dir, count_parameters, fix_loss_scaling, load_pretrained, resolve_model_path
-from .training import (RunResult, check_output_dir, claim_output_dir, derive_accumulation, distributed_state,
-                       finite_or_none, log, ranks_in_sync, save_final, train_safely, training_arguments, write_json,
-                       write_model_card)
+from .models import count_parameters, fix_loss_scaling, load_pretrained, resolve_model_path
+from .training import (RunResult, claim_output_dir, finite_or_none, log, ranks_in_sync, save_final, start_run,
+                       train_safely, training_arguments, write_json, write_model_card)
 
 
 # --------------------------------------------------------------------------------------------- labels
@@ -385,17 +384,10 @@ def build_trainer(cfg: FinetuneConfig, model, tokenizer, splits, info: LabelInfo
 
 
 def run(cfg: FinetuneConfig) -> RunResult:
-    from transformers import DataCollatorWithPadding, default_data_collator, set_seed
+    from transformers import DataCollatorWithPadding, default_data_collator
 
     output_dir = cfg.output_dir
-    resume_from = check_output_dir(output_dir, overwrite=cfg.train.overwrite, resume=cfg.train.resume)
-    if resume_from:
-        log(f"resuming from {resume_from}")
-    set_seed(cfg.train.seed)
-    check_local_model_dir(model_source(cfg))  # before any data work: a wrong path fails fast, naming model.path
-
-    state = distributed_state()
-    derive_accumulation(cfg.train, state.num_processes)  # early (fails fast); hfkit.yaml records the result
+    resume_from, state = start_run(cfg, cfg.model.path)
     with state.main_process_first():  # the main process reads and tokenizes first; the others reuse its cache
         splits, info = load_labelled(cfg)
         tokenizer = load_tokenizer_for(cfg)

@@ -13,11 +13,10 @@ from pathlib import Path
 
 from .config import PretrainConfig, save_yaml
 from .errors import ConfigError, ModelError
-from .models import (PRESETS, check_local_model_dir, count_parameters, fix_loss_scaling, load_pretrained, max_positions, preset_config,
+from .models import (PRESETS, count_parameters, fix_loss_scaling, load_pretrained, max_positions, preset_config,
                      resolve_model_path)
-from .training import (RunResult, check_output_dir, claim_output_dir, derive_accumulation, distributed_state,
-                       finite_or_none, log, ranks_in_sync, save_final, shared_folder, train_safely,
-                       training_arguments, write_json, write_model_card)
+from .training import (RunResult, claim_output_dir, finite_or_none, log, ranks_in_sync, save_final, shared_folder,
+                       start_run, train_safely, training_arguments, write_json, write_model_card)
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -112,20 +111,10 @@ def perplexity(loss: float | None) -> float | None:
 
 # --------------------------------------------------------------------------------------------- the recipe
 def run(cfg: PretrainConfig) -> RunResult:
-    from transformers import set_seed
-
     from .data import load_corpus
 
     output_dir = cfg.output_dir
-    resume_from = check_output_dir(output_dir, overwrite=cfg.train.overwrite, resume=cfg.train.resume)
-    if resume_from:
-        log(f"resuming from {resume_from}")
-    set_seed(cfg.train.seed)
-    if cfg.model.path:
-        check_local_model_dir(resolve_model_path(cfg.model.path))  # fail fast, before the data work
-
-    state = distributed_state()
-    derive_accumulation(cfg.train, state.num_processes)  # early (fails fast); hfkit.yaml records the result
+    resume_from, state = start_run(cfg, cfg.model.path)
     with state.main_process_first():  # the main process reads, trains the tokenizer and tokenizes; the rest reuse
         corpus = load_corpus(cfg.data, seed=cfg.train.seed)
         log(f"corpus: {len(corpus['train']):,} training documents"

@@ -342,3 +342,24 @@ def ranks_in_sync(trainer) -> bool | None:
         return None
     digests = gather_object([parameter_digest(trainer.accelerator.unwrap_model(trainer.model))])
     return len(set(digests)) == 1
+
+
+def start_run(cfg, model_path: str | None):
+    """What every recipe does first, cheapest checks before any data work: (resume_from, distributed state).
+
+    Checks the output directory and the model folder, seeds, and derives the accumulation steps from
+    train.global_batch_size and the world size (hfkit.yaml later records the derived value).
+    """
+    from transformers import set_seed
+
+    from .models import check_local_model_dir, resolve_model_path
+
+    resume_from = check_output_dir(cfg.output_dir, overwrite=cfg.train.overwrite, resume=cfg.train.resume)
+    if resume_from:
+        log(f"resuming from {resume_from}")
+    set_seed(cfg.train.seed)
+    if model_path:
+        check_local_model_dir(resolve_model_path(model_path))
+    state = distributed_state()
+    derive_accumulation(cfg.train, state.num_processes)
+    return resume_from, state

@@ -59,6 +59,11 @@ def tiny_overrides(objective: str, corpus: Path, output_dir: Path, **extra) -> d
         "train": {"max_steps": 120, "batch_size": 16, "learning_rate": 3e-3, "logging_steps": 10, "save_steps": 60,
                   "eval_steps": 60, "report_to": [], "eval_before_training": True},
     }
+    return with_dotted(cfg, extra)
+
+
+def with_dotted(cfg: dict, extra: dict) -> dict:
+    """Apply {"train.max_steps": 5, ...} to a nested config dict."""
     for dotted, value in extra.items():
         node = cfg
         *parents, leaf = dotted.split(".")

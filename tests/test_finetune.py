@@ -15,7 +15,7 @@ import torch
 import hfkit
 from hfkit.errors import ConfigError, DataError
 
-from conftest import ADJECTIVES, NOUNS, VERBS
+from conftest import ADJECTIVES, NOUNS, VERBS, with_dotted
 
 ANIMALS = {"cat", "dog", "bird", "horse"}
 THINGS = ["ball", "tree", "house", "car"]
@@ -44,13 +44,7 @@ def finetune_cfg(model_dir, labelled, out, method, **extra) -> dict:
     cfg = {"method": method, "output_dir": str(out), "model": {"path": str(model_dir)},
            "data": {"train": str(labelled / "train.csv"), "validation": str(labelled / "dev.csv"), "max_length": 32},
            "train": {"epochs": 3, "batch_size": 16, "learning_rate": 3e-3, "report_to": [], "logging_steps": 10}}
-    for dotted, value in extra.items():
-        node = cfg
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return cfg
+    return with_dotted(cfg, extra)
 
 
 METHODS = ["full", "frozen", "lora", "prompt_tuning", "prefix_tuning", "p_tuning", "ia3"]
