@@ -75,9 +75,9 @@ def infer_labels(cfg: FinetuneConfig, train) -> LabelInfo:
     return LabelInfo("single_label_classification", names)
 
 
-def encode_labels(ds, cfg: FinetuneConfig, info: LabelInfo, key: str):
-    """Add a `labels` column (a new column: datasets keeps a column's type through `map`, DESIGN.md §6)."""
-    column, separator = cfg.data.label_column, cfg.data.label_separator
+def encode_labels(ds, column: str, separator: str | None, info: LabelInfo, key: str):
+    """Add a `labels` column from `column` (a new column: datasets keeps a column's type through `map`,
+    DESIGN.md §6). `separator` splits string labels of a multi-label task."""
     index = {name: i for i, name in enumerate(info.names)}
     values = ds[column]
     encoded = []
@@ -156,16 +156,17 @@ def load_labelled(cfg: FinetuneConfig):
 
     train = load(d.train, "data.train", "train")
     info = infer_labels(cfg, train)
-    train = encode_labels(train, cfg, info, "data.train")
+    column, separator = d.label_column, d.label_separator
+    train = encode_labels(train, column, separator, info, "data.train")
     splits = {}
     if d.validation is not None:
-        splits["validation"] = encode_labels(load(d.validation, "data.validation", "validation"), cfg, info,
-                                             "data.validation")
+        splits["validation"] = encode_labels(load(d.validation, "data.validation", "validation"), column, separator,
+                                             info, "data.validation")
     elif d.validation_split > 0:
         by = "labels" if info.problem_type == "single_label_classification" else None
         train, splits["validation"] = _stratified_split(train, d.validation_split, cfg.train.seed, by)
     if d.test is not None:
-        splits["test"] = encode_labels(load(d.test, "data.test", "test"), cfg, info, "data.test")
+        splits["test"] = encode_labels(load(d.test, "data.test", "test"), column, separator, info, "data.test")
     if d.shots_per_class is not None:
         train = _few_shot(train, d.shots_per_class, cfg.train.seed, info)
     if d.max_train_samples is not None and len(train) > d.max_train_samples:

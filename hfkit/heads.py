@@ -129,7 +129,7 @@ def extract_features(model: PooledClassifier, encoded, collator, batch_size: int
     out = {}
     for split, ds in encoded.items():
         columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in ds.column_names]
-        rows = ds.select_columns(columns).to_list() if hasattr(ds, "to_list") else [ds[i] for i in range(len(ds))]
+        rows = ds.select_columns(columns).to_list()
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
         features = torch.empty(len(rows), model.backbone.config.hidden_size)
         for start in tqdm(range(0, len(order), batch_size), desc=f"Frozen features ({split})"):

@@ -20,6 +20,7 @@ class LoadedRun:
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
+    label_separator: str | None = None
     max_length: int = 128
 
 
@@ -69,7 +70,8 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         problem_type = "regression" if len(id2label) == 1 and "score" in id2label.values() else "single_label_classification"
     return LoadedRun(model=model, tokenizer=tokenizer, problem_type=problem_type, id2label=dict(id2label),
                      text_column=data.get("text_column", "text"), text_pair_column=data.get("text_pair_column"),
-                     label_column=data.get("label_column", "label"), max_length=data.get("max_length", 128))
+                     label_column=data.get("label_column", "label"), label_separator=data.get("label_separator"),
+                     max_length=data.get("max_length", 128))
 
 
 def logits_for(run: LoadedRun, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32):
@@ -119,7 +121,6 @@ def evaluate(run_dir: str | Path, data: str | list[str], batch_size: int = 32) -
     """Metrics of a run on labelled data (same file forms as training), with the columns the run was trained on."""
     import numpy as np
 
-    from .config import FinetuneConfig, LabelledDataConfig
     from .data import concatenate, load_table, select_columns
     from .finetune import LabelInfo, class_report, encode_labels, predictions_from_logits
     from .metrics import classification_metric
@@ -130,10 +131,7 @@ def evaluate(run_dir: str | Path, data: str | list[str], batch_size: int = 32) -
     ds = concatenate([select_columns(p, columns, "--data", hints) for p in load_table(data, key="--data")], "--data")
     names = [run.id2label[i] for i in sorted(run.id2label)]
     info = LabelInfo(run.problem_type, names)
-    cfg = FinetuneConfig(multi_label=info.problem_type == "multi_label_classification",
-                         regression=info.problem_type == "regression",
-                         data=LabelledDataConfig(label_column=run.label_column))
-    ds = encode_labels(ds, cfg, info, "--data")
+    ds = encode_labels(ds, run.label_column, run.label_separator, info, "--data")
     texts = list(ds[run.text_column])
     pairs = list(ds[run.text_pair_column]) if run.text_pair_column else None
     logits = logits_for(run, texts, pairs, batch_size).numpy()

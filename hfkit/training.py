@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -170,8 +171,6 @@ def training_arguments(t, output_dir: str | Path, *, has_eval: bool, save_with_e
         **precision_flags(t.precision),
     )
     # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (the old name warns).
-    import inspect
-
     new_name = "activation_checkpointing" in inspect.signature(TrainingArguments).parameters
     kwargs["activation_checkpointing" if new_name else "gradient_checkpointing"] = t.gradient_checkpointing
     if save_with_eval and has_eval:
@@ -298,7 +297,6 @@ def train_safely(trainer, resume_from: str | None, output_dir: str | Path):
         raise Interrupted(f"stopped by {safety.signal_name} at step {trainer.state.global_step}; checkpoint saved "
                           f"({kept[-1] if kept else 'none'}); continue with train.resume=auto (or --resume)")
     return output
-
 
 
 # --------------------------------------------------------------------------------------------- distributed

@@ -259,3 +259,15 @@ def test_metric_module_matches_hand_computation():
     assert multi["f1_micro"] == pytest.approx(2 / 3) and multi["accuracy"] == 0.0
     reg = classification_metric("regression").compute(predictions=[1.0, 2.0, 3.0], references=[1.0, 2.0, 4.0])
     assert reg["mse"] == pytest.approx(1 / 3) and reg["mae"] == pytest.approx(1 / 3)
+
+
+def test_evaluate_splits_labels_like_the_run_did(tmp_path, mlm_run):
+    rows = labelled_rows(120, 4)
+    tags = [r["label"] + (",domestic" if r["subject"] in ("cat", "dog") else "") for r in rows]
+    pd.DataFrame({"text": [r["text"] for r in rows], "tags": tags}).to_csv(tmp_path / "tags.csv", index=False)
+    result = hfkit.finetune({"method": "full", "multi_label": True, "output_dir": str(tmp_path / "sep"),
+                             "model": {"path": str(mlm_run.output_dir)},
+                             "data": {"train": str(tmp_path / "tags.csv"), "label_column": "tags", "label_separator": ","},
+                             "train": {"epochs": 1, "report_to": []}})
+    metrics = hfkit.evaluate(result.output_dir, str(tmp_path / "tags.csv"))
+    assert metrics["eval_samples"] == 120 and set(metrics["eval_report"]["per_class"]) == {"animal", "domestic", "person"}
