@@ -19,7 +19,7 @@ from __future__ import annotations
 from . import finetune as _finetune_module
 from . import pretrain as _pretrain_module
 from .config import (DataConfig, FinetuneConfig, FrozenConfig, LabelledDataConfig, LoraConfig, MLMConfig, ModelConfig,
-                     PretrainConfig, SoftPromptConfig, TokenizerConfig, TrainConfig, resolve)
+                     PretrainConfig, PromptConfig, SoftPromptConfig, TokenizerConfig, TrainConfig, resolve)
 from .errors import ConfigError, DataError, HfkitError, ModelError, OutputDirError
 from .training import RunResult
 
@@ -37,25 +37,28 @@ def pretrain(recipe=None, **overrides) -> RunResult:
 
 
 def finetune(recipe=None, **overrides) -> RunResult:
-    """Fine-tune a classifier (method: full, frozen, lora, prompt_tuning, prefix_tuning, p_tuning, ia3)."""
+    """Fine-tune a classifier (method: full, frozen, lora, prompt_tuning, prefix_tuning, p_tuning, ia3; or as a
+    cloze with prompt.template / prompt.verbalizer: pet trains it, zero_shot only evaluates it)."""
     return _finetune_module.run(resolve("finetune", recipe, overrides))
 
 
-def predict(run_dir, texts, pairs=None, batch_size: int = 32) -> list[dict]:
-    """Labels and scores from a fine-tuned run directory (full model, adapter or frozen head alike)."""
+def predict(run_dir, texts, pairs=None, batch_size: int = 32, prompt: dict | None = None) -> list[dict]:
+    """Labels and scores from a fine-tuned run directory (full model, adapter, frozen head or cloze run alike).
+    With prompt={"template": ..., "verbalizer": {...}}, `run_dir` may be any masked/causal LM: zero-shot."""
     from .inference import predict as _predict
 
-    return _predict(run_dir, texts, pairs, batch_size)
+    return _predict(run_dir, texts, pairs, batch_size, prompt)
 
 
-def evaluate(run_dir, data, batch_size: int = 32) -> dict:
-    """Metrics of a fine-tuned run on labelled data (a file, folder, glob, list or builtin:NAME)."""
+def evaluate(run_dir, data, batch_size: int = 32, prompt: dict | None = None) -> dict:
+    """Metrics of a fine-tuned run on labelled data (a file, folder, glob, list or builtin:NAME); with `prompt`,
+    of any masked/causal LM used zero-shot as a cloze classifier."""
     from .inference import evaluate as _evaluate
 
-    return _evaluate(run_dir, data, batch_size)
+    return _evaluate(run_dir, data, batch_size, prompt)
 
 
 __all__ = ["pretrain", "finetune", "predict", "evaluate", "load_config", "FinetuneConfig", "LabelledDataConfig",
-           "FrozenConfig", "LoraConfig", "SoftPromptConfig", "resolve", "RunResult", "PretrainConfig", "ModelConfig", "TokenizerConfig",
+           "FrozenConfig", "LoraConfig", "SoftPromptConfig", "PromptConfig", "resolve", "RunResult", "PretrainConfig", "ModelConfig", "TokenizerConfig",
            "DataConfig", "MLMConfig", "TrainConfig", "HfkitError", "ConfigError", "DataError", "ModelError",
            "OutputDirError", "__version__"]

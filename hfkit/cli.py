@@ -149,6 +149,9 @@ def predict(
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Classify every row of a file (.txt lines, or csv/jsonl/parquet with the run's text column)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here (one object per input) instead of printing."),
     batch_size: int = typer.Option(32, "--batch-size", help="Texts per forward pass."),
+    template: Optional[str] = typer.Option(None, "--template", help="Zero-shot: a cloze template, e.g. '{text} It was {mask}.'; RUN_DIR may then be any masked or causal LM."),
+    verbalizer: Optional[str] = typer.Option(None, "--verbalizer", help="Zero-shot: label words as YAML, e.g. '{positive: [great], negative: [terrible]}'."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="Zero-shot: contextual calibration against content-free inputs."),
 ):
     """Predict labels and scores with a fine-tuned run.
 
@@ -158,6 +161,10 @@ def predict(
       hfkit predict runs/sentiment-lora "a wonderful film" "dull and lifeless"
 
       hfkit predict runs/sentiment-lora --file reviews.csv --output predictions.jsonl
+
+    Zero-shot, any masked or causal LM as a cloze classifier (no training):
+
+      hfkit predict runs/my-bert "a wonderful film" --template "{text} It was {mask}." --verbalizer "{positive: [great], negative: [terrible]}"
     """
     import json
 
@@ -174,7 +181,7 @@ def predict(
         raise typer.Exit(2)
     from .inference import predict as run_predict
 
-    results = _run(run_predict, run_dir, items, pairs, batch_size)
+    results = _run(run_predict, run_dir, items, pairs, batch_size, _zero_shot(template, verbalizer, calibrate))
     records = (json.dumps({"text": text, **result}, ensure_ascii=False) for text, result in zip(items, results))
     if output is not None:
         with open(output, "w", encoding="utf-8") as fh:
@@ -217,20 +224,37 @@ def evaluate(
     data: str = typer.Option(..., "--data", "-d", help="Labelled data with the run's text and label columns (file, folder, glob, builtin:NAME)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics as JSON here."),
     batch_size: int = typer.Option(32, "--batch-size", help="Texts per forward pass."),
+    template: Optional[str] = typer.Option(None, "--template", help="Zero-shot: a cloze template, e.g. '{text} It was {mask}.'; RUN_DIR may then be any masked or causal LM."),
+    verbalizer: Optional[str] = typer.Option(None, "--verbalizer", help="Zero-shot: label words as YAML, e.g. '{positive: [great], negative: [terrible]}'."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="Zero-shot: contextual calibration against content-free inputs."),
 ):
     """Evaluate a fine-tuned run on labelled data: accuracy, F1 (or MSE/Pearson), per-class report, confusion matrix.
 
       hfkit evaluate runs/sentiment-lora --data test.csv
+
+      hfkit evaluate runs/my-bert --data test.csv --template "{text} It was {mask}." --verbalizer "{positive: [great], negative: [terrible]}"
     """
     import json
 
     from .inference import evaluate as run_evaluate
 
-    metrics = _run(run_evaluate, run_dir, data, batch_size)
+    metrics = _run(run_evaluate, run_dir, data, batch_size, _zero_shot(template, verbalizer, calibrate))
     text = json.dumps(metrics, indent=2)
     if output is not None:
         output.write_text(text + "\n", encoding="utf-8")
     typer.echo(text)
+
+
+def _zero_shot(template: str | None, verbalizer: str | None, calibrate: bool) -> dict | None:
+    if template is None and verbalizer is None:
+        if calibrate:
+            typer.echo("error: --calibrate needs --template and --verbalizer (zero-shot)", err=True)
+            raise typer.Exit(2)
+        return None
+    if not template or not verbalizer:
+        typer.echo("error: zero-shot needs both --template and --verbalizer", err=True)
+        raise typer.Exit(2)
+    return {"template": template, "verbalizer": verbalizer, "calibrate": calibrate}
 
 
 @app.command()

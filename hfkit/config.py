@@ -35,6 +35,9 @@ class ModelConfig:
     """Allow a hub model to run its own Python code. Off unless you trust the repository."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) when `path` is a hub id."""
+    random_init: bool = False
+    """Fine-tuning: `path`'s architecture and tokenizer with freshly initialised weights, the baseline that shows
+    what pretraining buys (methods full, frozen, or pet with prompt.tune=full)."""
 
 
 @dataclass
@@ -171,6 +174,8 @@ class PretrainConfig:
         m = self.model
         if (m.preset is None) == (m.path is None):
             problems.append("model: set exactly one of model.preset (train from scratch) or model.path (continue)")
+        if m.random_init:
+            problems.append("model.random_init: fine-tuning only; to pretrain from scratch set model.preset")
         if m.preset is not None:
             if m.preset not in PRESETS:
                 problems.append(f"model.preset: unknown preset '{m.preset}'{_suggest(m.preset, preset_names())}; "
@@ -331,19 +336,38 @@ class SoftPromptConfig:
     """p_tuning only: hidden size of the prompt encoder (an MLP)."""
 
 
+@dataclass
+class PromptConfig:
+    template: str | None = None
+    """Cloze template over the data's columns with one {mask} slot, e.g. "{text} All in all, it was {mask}."
+    ({text}/{text_pair} = data.text_column/text_pair_column; any other {name} is a column; {{ }} are braces)."""
+    verbalizer: dict[str, Any] | None = None
+    """label -> word or words, e.g. {positive: [great, good], negative: [terrible]}; words must be in the vocabulary."""
+    kind: Literal["auto", "mlm", "clm"] = "auto"
+    """How the slot is scored: masked LM (mask token in the slot) or causal LM (label words continue the prompt);
+    auto = mlm when the model has a masked-LM head class and the tokenizer a mask token."""
+    calibrate: bool = False
+    """zero_shot only: contextual calibration, dividing by the label-word probabilities of content-free inputs."""
+    tune: Literal["full", "lora", "prompt_tuning", "p_tuning"] = "full"
+    """pet only: which weights learn the cloze task (every weight, LoRA adapters, or a soft prompt before the
+    template, which is P-tuning as its paper meant it). lora.* and soft_prompt.* configure them."""
+
+
 # Usual starting points per method (full fine-tuning of BERT-size models: 2e-5..5e-5, BERT paper; LoRA 1e-4..1e-3
 # (LoRA paper: 4e-4..5e-4 for RoBERTa); heads on frozen features and soft prompts train few weights and take 1e-3..3e-2
 # (prompt tuning paper: 0.3 with Adafactor; with AdamW much smaller).
 DEFAULT_LEARNING_RATES = {"full": 3e-5, "frozen": 1e-3, "lora": 5e-4, "prompt_tuning": 1e-2, "prefix_tuning": 1e-2,
-                          "p_tuning": 3e-3, "ia3": 3e-3}
+                          "p_tuning": 3e-3, "ia3": 3e-3, "zero_shot": 0.0}
 
 
 @dataclass
 class FinetuneConfig:
     task: Literal["classification"] = "classification"
     """The task. Classification covers single-label, multi-label, regression, single texts and text pairs."""
-    method: Literal["full", "frozen", "lora", "prompt_tuning", "prefix_tuning", "p_tuning", "ia3"] = "full"
-    """How to adapt the model: every parameter, a head on frozen features, LoRA, soft prompts or IA3."""
+    method: Literal["full", "frozen", "lora", "prompt_tuning", "prefix_tuning", "p_tuning", "ia3", "pet",
+                    "zero_shot"] = "full"
+    """How to adapt the model: every parameter, a head on frozen features, LoRA, soft prompts, IA3; or as a cloze
+    (prompt.*): pet trains the LM head on it (few-shot), zero_shot only evaluates it."""
     output_dir: str = "runs/finetune"
     """The run directory: model or adapter, tokenizer, hfkit.yaml, metrics.json, checkpoints, logs."""
     multi_label: bool = False
@@ -356,11 +380,16 @@ class FinetuneConfig:
     frozen: FrozenConfig = field(default_factory=FrozenConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     soft_prompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3.0, logging_steps=20))
+
+    @property
+    def prompted(self) -> bool:
+        return self.method in ("pet", "zero_shot")
 
     def fill_defaults(self) -> None:
         if self.train.learning_rate is None:
-            self.train.learning_rate = DEFAULT_LEARNING_RATES[self.method]
+            self.train.learning_rate = DEFAULT_LEARNING_RATES[self.prompt.tune if self.method == "pet" else self.method]
         if self.train.metric_for_best is None:
             self.train.metric_for_best = "mse" if self.regression else ("f1" if self.multi_label else "accuracy")
 
@@ -373,7 +402,10 @@ class FinetuneConfig:
         if self.multi_label and self.regression:
             problems.append("multi_label and regression: choose one")
         d = self.data
-        if d.train is None or d.train == [] or d.train == "":
+        if self.method == "zero_shot":
+            if d.validation is None and d.test is None:
+                problems.append("data.validation: zero_shot evaluates data.validation (or data.test); set one")
+        elif d.train is None or d.train == [] or d.train == "":
             problems.append("data.train: no training data given; set data.train=PATH (csv/jsonl/parquet file, folder, glob or hub id)")
         if not 0.0 <= d.validation_split < 1.0:
             problems.append(f"data.validation_split: {d.validation_split} must be in [0, 1)")
@@ -402,8 +434,25 @@ class FinetuneConfig:
             problems.append(f"lora.dropout: {self.lora.dropout} must be in [0, 1)")
         if self.soft_prompt.num_virtual_tokens < 1 or self.soft_prompt.encoder_hidden_size < 1:
             problems.append("soft_prompt.num_virtual_tokens and soft_prompt.encoder_hidden_size: must be >= 1")
-        if self.soft_prompt.init_text is not None and self.method != "prompt_tuning":
+        soft = self.prompt.tune if self.method == "pet" else self.method
+        if self.soft_prompt.init_text is not None and soft != "prompt_tuning":
             problems.append("soft_prompt.init_text: only prompt_tuning initialises from text")
+        if self.model.random_init and not (self.method in ("full", "frozen") or
+                                           (self.method == "pet" and self.prompt.tune == "full")):
+            problems.append(f"model.random_init: works with method full, frozen or pet (prompt.tune=full); a {self.method} "
+                            "run would not save the random weights it was trained on")
+        p = self.prompt
+        if self.prompted:
+            if not p.template:
+                problems.append(f"prompt.template: method {self.method} needs a cloze template, "
+                                "e.g. prompt.template='{text} All in all, it was {mask}.'")
+            if not p.verbalizer:
+                problems.append(f"prompt.verbalizer: method {self.method} needs label words, "
+                                "e.g. prompt.verbalizer='{positive: [great], negative: [terrible]}'")
+            if self.multi_label or self.regression:
+                problems.append(f"method {self.method}: prompting classifies single labels; unset multi_label/regression")
+        if p.calibrate and self.method != "zero_shot":
+            problems.append("prompt.calibrate: contextual calibration is for method zero_shot (PET learns the bias)")
         if self.train.early_stopping_patience is not None and self.train.early_stopping_patience < 1:
             problems.append("train.early_stopping_patience: must be >= 1 (or null)")
         problems += _validate_train(self.train)

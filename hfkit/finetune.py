@@ -18,8 +18,8 @@ from pathlib import Path
 from .config import FinetuneConfig, save_yaml
 from .errors import ConfigError, DataError, ModelError
 from .models import count_parameters, fix_loss_scaling, load_pretrained, resolve_model_path
-from .training import (RunResult, claim_output_dir, finite_or_none, log, ranks_in_sync, save_final, start_run,
-                       train_safely, training_arguments, write_json, write_model_card)
+from .training import (RunResult, claim_output_dir, draw_run, finite_or_none, log, ranks_in_sync, run_stats, save_final,
+                       start_run, steps_this_session, train_safely, training_arguments, write_json, write_model_card)
 
 
 # --------------------------------------------------------------------------------------------- labels
@@ -75,7 +75,8 @@ def infer_labels(cfg: FinetuneConfig, train) -> LabelInfo:
     return LabelInfo("single_label_classification", names)
 
 
-def encode_labels(ds, column: str, separator: str | None, info: LabelInfo, key: str):
+def encode_labels(ds, column: str, separator: str | None, info: LabelInfo, key: str,
+                  known: str = "the training data"):
     """Add a `labels` column from `column` (a new column: datasets keeps a column's type through `map`,
     DESIGN.md §6). `separator` splits string labels of a multi-label task."""
     index = {name: i for i, name in enumerate(info.names)}
@@ -93,15 +94,15 @@ def encode_labels(ds, column: str, separator: str | None, info: LabelInfo, key: 
             hot = [0.0] * len(info.names)
             for name in _split_labels(value, separator):
                 if name not in index:
-                    raise DataError(f"{key}: label '{name}' (row {row + 1}) never appears in the training data; "
-                                    f"training labels: {', '.join(info.names)}")
+                    raise DataError(f"{key}: label '{name}' (row {row + 1}) never appears in {known}; "
+                                    f"its labels: {', '.join(info.names)}")
                 hot[index[name]] = 1.0
             encoded.append(hot)
         else:
             name = str(int(value)) if isinstance(value, float) and float(value).is_integer() else _label_name(value)
             if name not in index:
-                raise DataError(f"{key}: label '{name}' (row {row + 1}) never appears in the training data; "
-                                f"training labels: {', '.join(info.names)}")
+                raise DataError(f"{key}: label '{name}' (row {row + 1}) never appears in {known}; "
+                                f"its labels: {', '.join(info.names)}")
             encoded.append(index[name])
     return ds.add_column("labels", encoded)
 
@@ -134,14 +135,16 @@ def _stratified_split(ds, fraction: float, seed: int, by: str | None):
     return ds.select(keep), ds.select(sorted(held))
 
 
-def load_labelled(cfg: FinetuneConfig):
-    """Train / validation / (test) datasets with text column(s) and an encoded `labels` column, plus LabelInfo."""
+def load_labelled(cfg: FinetuneConfig, names: list[str] | None = None, columns: list[str] | None = None):
+    """Train / validation / (test) datasets with text column(s) and an encoded `labels` column, plus LabelInfo.
+    `names` fixes the label set (prompting: the verbalizer's); `columns` the text columns (prompting: the
+    template's). zero_shot loads no training data."""
     from datasets import DatasetDict
 
     from .data import concatenate, load_table, select_columns
 
     d = cfg.data
-    columns = [d.text_column] + ([d.text_pair_column] if d.text_pair_column else []) + [d.label_column]
+    columns = (columns or [d.text_column] + ([d.text_pair_column] if d.text_pair_column else [])) + [d.label_column]
     hints = {d.text_column: "data.text_column", d.label_column: "data.label_column"}
     if d.text_pair_column:
         hints[d.text_pair_column] = "data.text_pair_column"
@@ -154,19 +157,30 @@ def load_labelled(cfg: FinetuneConfig):
         _check_texts(ds, columns[:-1], key)
         return ds
 
-    train = load(d.train, "data.train", "train")
-    info = infer_labels(cfg, train)
     column, separator = d.label_column, d.label_separator
-    train = encode_labels(train, column, separator, info, "data.train")
+    known = "the training data" if names is None else "prompt.verbalizer"
+
+    def encode(ds, key):
+        return encode_labels(ds, column, separator, info, key, known)
+
+    train = None
+    if names is not None:  # prompting: the verbalizer's labels
+        info = LabelInfo("single_label_classification", list(names))
+    if d.train is not None and cfg.method != "zero_shot":
+        train = load(d.train, "data.train", "train")
+        if names is None:
+            info = infer_labels(cfg, train)
+        train = encode(train, "data.train")
     splits = {}
     if d.validation is not None:
-        splits["validation"] = encode_labels(load(d.validation, "data.validation", "validation"), column, separator,
-                                             info, "data.validation")
-    elif d.validation_split > 0:
+        splits["validation"] = encode(load(d.validation, "data.validation", "validation"), "data.validation")
+    elif d.validation_split > 0 and train is not None:
         by = "labels" if info.problem_type == "single_label_classification" else None
         train, splits["validation"] = _stratified_split(train, d.validation_split, cfg.train.seed, by)
     if d.test is not None:
-        splits["test"] = encode_labels(load(d.test, "data.test", "test"), column, separator, info, "data.test")
+        splits["test"] = encode(load(d.test, "data.test", "test"), "data.test")
+    if train is None:
+        return DatasetDict(splits), info
     if d.shots_per_class is not None:
         train = _few_shot(train, d.shots_per_class, cfg.train.seed, info)
     if d.max_train_samples is not None and len(train) > d.max_train_samples:
@@ -230,7 +244,7 @@ def build_model(cfg: FinetuneConfig, tokenizer, info: LabelInfo):
         from .heads import PooledClassifier
 
         backbone = load_pretrained(AutoModel, model_source(cfg), revision=m.revision, trust_remote_code=m.trust_remote_code,
-                                   attn_implementation=m.attn_implementation, **m.overrides)
+                                   attn_implementation=m.attn_implementation, random_init=m.random_init, **m.overrides)
         f = cfg.frozen
         model = PooledClassifier(backbone, num_labels=info.num_labels, problem_type=info.problem_type, pooling=f.pooling,
                                  head=f.head, hidden_size=f.hidden_size, dropout=f.dropout, id2label=id2label)
@@ -239,7 +253,7 @@ def build_model(cfg: FinetuneConfig, tokenizer, info: LabelInfo):
 
     model, loading = load_pretrained(AutoModelForSequenceClassification, model_source(cfg), revision=m.revision,
                                      trust_remote_code=m.trust_remote_code, attn_implementation=m.attn_implementation,
-                                     num_labels=info.num_labels, id2label=id2label,
+                                     random_init=m.random_init, num_labels=info.num_labels, id2label=id2label,
                                      label2id={n: i for i, n in id2label.items()}, problem_type=info.problem_type,
                                      output_loading_info=True, **m.overrides)
     # Weights the checkpoint lacks are initialised at random on *every* load; an adapter must carry them.
@@ -367,9 +381,11 @@ def make_compute_metrics(info: LabelInfo):
 
 
 # --------------------------------------------------------------------------------------------- the recipe
-def build_trainer(cfg: FinetuneConfig, model, tokenizer, splits, info: LabelInfo, output_dir: str, collator):
+def build_trainer(cfg: FinetuneConfig, model, tokenizer, splits, info: LabelInfo, output_dir: str, collator,
+                  trainer_cls=None):
     from transformers import EarlyStoppingCallback, Trainer
 
+    trainer_cls = trainer_cls or Trainer
     has_eval = "validation" in splits
     t = cfg.train
     extra: dict = {}
@@ -379,7 +395,7 @@ def build_trainer(cfg: FinetuneConfig, model, tokenizer, splits, info: LabelInfo
     args = training_arguments(t, output_dir, has_eval=has_eval, save_with_eval=True, remove_unused_columns=False,
                               **extra)
     callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if has_eval and t.early_stopping_patience else []
-    return Trainer(model=model, args=args, train_dataset=splits["train"], eval_dataset=splits.get("validation"),
+    return trainer_cls(model=model, args=args, train_dataset=splits["train"], eval_dataset=splits.get("validation"),
                    data_collator=collator, processing_class=tokenizer, compute_metrics=make_compute_metrics(info),
                    callbacks=callbacks)
 
@@ -387,6 +403,10 @@ def build_trainer(cfg: FinetuneConfig, model, tokenizer, splits, info: LabelInfo
 def run(cfg: FinetuneConfig) -> RunResult:
     from transformers import DataCollatorWithPadding, default_data_collator
 
+    if cfg.prompted:
+        from .prompting import run as run_prompted
+
+        return run_prompted(cfg)
     output_dir = cfg.output_dir
     resume_from, state = start_run(cfg, cfg.model.path)
     with state.main_process_first():  # the main process reads and tokenizes first; the others reuse its cache
@@ -404,6 +424,7 @@ def run(cfg: FinetuneConfig) -> RunResult:
     trainable, total = count_parameters(model)
     log(f"method {cfg.method}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
 
+    mean_tokens = sum(len(ids) for ids in encoded["train"]["input_ids"]) / max(len(encoded["train"]), 1)
     collator = DataCollatorWithPadding(tokenizer)
     cached = cfg.method == "frozen" and cfg.frozen.unfreeze_last == 0 and cfg.frozen.cache_features
     if cached:
@@ -434,12 +455,14 @@ def run(cfg: FinetuneConfig) -> RunResult:
     metrics.update(trainable_params=trainable, total_params=total, trainable_fraction=trainable / total,
                    global_step=trainer.state.global_step, train_wall_seconds=round(wall, 3), method=cfg.method,
                    features_cached=cached, world_size=trainer.args.world_size)
+    metrics.update(seen_stats(trainer, resume_from, len(encoded["train"]), mean_tokens, wall))
     in_sync = ranks_in_sync(trainer)
     if in_sync is not None:
         metrics["ranks_in_sync"] = in_sync
     if trainer.is_world_process_zero():
         save_final(lambda folder: save_run(trainer.model, tokenizer, cfg, folder), output_dir)
         write_json(Path(output_dir) / "metrics.json", metrics)
+        draw_run(trainer, output_dir, f"eval_{cfg.train.metric_for_best}")
         shown = {k: v for k, v in metrics.items() if not k.endswith("_report")}
         write_model_card(output_dir, title=f"{Path(output_dir).name}: classification ({cfg.method})",
                          lines=[f"method: {cfg.method}", f"base model: {cfg.model.path}", f"labels: {', '.join(info.names)}",
@@ -447,6 +470,15 @@ def run(cfg: FinetuneConfig) -> RunResult:
                          metrics=shown, load_snippet=load_snippet(cfg, output_dir))
     log(f"done: {output_dir}")
     return RunResult(output_dir=Path(output_dir), metrics=metrics, config=cfg)
+
+
+def seen_stats(trainer, resume_from, rows: int, mean_tokens: float, wall: float) -> dict:
+    """Throughput over the examples this session trained on: steps x global batch, capped by rows x epochs."""
+    t = trainer.args
+    samples = steps_this_session(trainer, resume_from) * t.per_device_train_batch_size * t.gradient_accumulation_steps \
+        * t.world_size
+    samples = min(samples, int(round(rows * trainer.state.epoch))) if trainer.state.epoch else samples
+    return run_stats(tokens=round(samples * mean_tokens), samples=samples, wall=wall)
 
 
 def class_report(logits, labels, info: LabelInfo) -> dict:

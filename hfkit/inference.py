@@ -22,6 +22,7 @@ class LoadedRun:
     label_column: str = "label"
     label_separator: str | None = None
     max_length: int = 128
+    prompt: object = None  # prompting.Prompt for cloze runs (pet, zero_shot)
 
 
 def load_run_columns(run_dir: str | Path) -> tuple[str, str | None]:
@@ -29,6 +30,56 @@ def load_run_columns(run_dir: str | Path) -> tuple[str, str | None]:
     saved = Path(run_dir) / "hfkit.yaml"
     data = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("data", {}) if saved.is_file() else {}
     return data.get("text_column", "text"), data.get("text_pair_column")
+
+
+def load_prompt_run(run: Path, tokenizer, prompt=None) -> LoadedRun:
+    """A cloze run (prompt.json): the LM (full weights, an adapter on the base, or the unchanged base model)."""
+    from .prompting import Prompt, load_lm
+
+    prompt = prompt or Prompt.load(run, tokenizer)
+    base = prompt.extra.get("base_model")
+    if (run / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base_path = json.loads((run / "adapter_config.json").read_text())["base_model_name_or_path"]
+        model = PeftModel.from_pretrained(load_lm(base_path, prompt.kind)[0], run)
+    else:
+        model = load_lm(str(run) if (run / "config.json").is_file() else base, prompt.kind)[0]
+    x = prompt.extra
+    return LoadedRun(model=model.eval(), tokenizer=tokenizer, problem_type="single_label_classification",
+                     id2label=dict(enumerate(prompt.labels)), text_column=x.get("text_column", "text"),
+                     text_pair_column=x.get("text_pair_column"), label_column=x.get("label_column", "label"),
+                     max_length=prompt.max_length, prompt=prompt)
+
+
+def zero_shot_run(model_path: str, template: str, verbalizer, calibrate: bool = False, kind: str = "auto",
+                  max_length: int = 128) -> LoadedRun:
+    """A cloze classifier over any masked or causal LM, untrained: `hfkit predict/evaluate MODEL --template ...`."""
+    import yaml as _yaml
+    from transformers import AutoTokenizer
+
+    from .errors import ConfigError
+    from .models import resolve_model_path
+    from .prompting import detect_kind, make_prompt
+
+    if isinstance(verbalizer, str):
+        try:
+            verbalizer = _yaml.safe_load(verbalizer)
+        except _yaml.YAMLError:
+            raise ConfigError("--verbalizer: not valid YAML; write e.g. '{positive: [great], negative: [terrible]}'") from None
+    path = resolve_model_path(model_path)
+    if Path(path).is_file() or (not Path(path).exists() and Path(path).is_absolute()):
+        raise ModelError(f"'{model_path}' is not a model folder")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kind = detect_kind(path, tokenizer, kind)
+    prompt = make_prompt(template, verbalizer, tokenizer, kind, max_length, extra={"method": "zero_shot",
+                                                                                    "base_model": path})
+    run = load_prompt_run(Path(path), tokenizer, prompt)
+    if calibrate:
+        prompt.calibration = prompt.content_free_log_probs(run.model, tokenizer)
+    return run
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:
@@ -48,6 +99,8 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     tokenizer = AutoTokenizer.from_pretrained(run)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if (run / "prompt.json").is_file():
+        return load_prompt_run(run, tokenizer)
     if (run / HEAD_CONFIG).is_file():
         model = PooledClassifier.from_pretrained(run)
         head = model.head_config
@@ -78,6 +131,15 @@ def logits_for(run: LoadedRun, texts: list[str], pairs: list[str] | None = None,
     """Logits in input order; batches are sorted by length so padding stays small."""
     import torch
 
+    if run.prompt is not None:
+        from .prompting import predict_scores
+
+        rows = [{run.text_column: t, **({run.text_pair_column: pairs[i]} if pairs else {})} for i, t in enumerate(texts)]
+        missing = [c for c in run.prompt.template.columns if c not in rows[0]] if rows else []
+        if missing:
+            raise DataError(f"the prompt's template uses column(s) {', '.join(missing)}; give them with --file "
+                            "(csv/jsonl with those columns)")
+        return predict_scores(run.prompt, run.model, run.tokenizer, rows, batch_size)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = [None] * len(texts)
     with torch.no_grad():
@@ -91,15 +153,27 @@ def logits_for(run: LoadedRun, texts: list[str], pairs: list[str] | None = None,
     return torch.stack(out) if out else torch.empty(0)
 
 
-def predict(run_dir: str | Path, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32) -> list[dict]:
-    """[{label, score, scores}] per text (multi-label: `labels` over 0.5; regression: `score` only)."""
+def open_run(run_dir, prompt: dict | None = None) -> LoadedRun:
+    """A run directory, or with `prompt` ({template, verbalizer[, calibrate, kind, max_length]}) any masked or
+    causal LM as an untrained (zero-shot) cloze classifier."""
+    if isinstance(run_dir, LoadedRun):
+        return run_dir
+    if prompt:
+        return zero_shot_run(str(run_dir), **prompt)
+    return load_run(run_dir)
+
+
+def predict(run_dir: str | Path, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32,
+            prompt: dict | None = None) -> list[dict]:
+    """[{label, score, scores}] per text (multi-label: `labels` over 0.5; regression: `score` only).
+    `prompt`: classify zero-shot with a template and label words (see open_run)."""
     import torch
 
     if isinstance(texts, str):
         texts = [texts]
     if pairs is not None and len(pairs) != len(texts):
         raise DataError(f"{len(texts)} texts but {len(pairs)} pair texts; give one pair per text")
-    run = load_run(run_dir)
+    run = open_run(run_dir, prompt)
     logits = logits_for(run, list(texts), pairs, batch_size)
     results = []
     for row in logits:
@@ -117,24 +191,34 @@ def predict(run_dir: str | Path, texts: list[str], pairs: list[str] | None = Non
     return results
 
 
-def evaluate(run_dir: str | Path, data: str | list[str], batch_size: int = 32) -> dict:
-    """Metrics of a run on labelled data (same file forms as training), with the columns the run was trained on."""
+def evaluate(run_dir: str | Path, data: str | list[str], batch_size: int = 32, prompt: dict | None = None) -> dict:
+    """Metrics of a run on labelled data (same file forms as training), with the columns the run was trained on.
+    `prompt`: evaluate a model zero-shot with a template and label words (see open_run)."""
     import numpy as np
 
     from .data import concatenate, load_table, select_columns
     from .finetune import LabelInfo, class_report, encode_labels, predictions_from_logits
     from .metrics import classification_metric
 
-    run = load_run(run_dir)
-    columns = [run.text_column] + ([run.text_pair_column] if run.text_pair_column else []) + [run.label_column]
+    run = open_run(run_dir, prompt)
+    text_columns = run.prompt.template.columns if run.prompt is not None else (
+        [run.text_column] + ([run.text_pair_column] if run.text_pair_column else []))
+    columns = text_columns + [run.label_column]
     hints = {c: f"the run's data column ({c})" for c in columns}
     ds = concatenate([select_columns(p, columns, "--data", hints) for p in load_table(data, key="--data")], "--data")
     names = [run.id2label[i] for i in sorted(run.id2label)]
     info = LabelInfo(run.problem_type, names)
-    ds = encode_labels(ds, run.label_column, run.label_separator, info, "--data")
-    texts = list(ds[run.text_column])
-    pairs = list(ds[run.text_pair_column]) if run.text_pair_column else None
-    logits = logits_for(run, texts, pairs, batch_size).numpy()
+    ds = encode_labels(ds, run.label_column, run.label_separator, info, "--data",
+                       "the run's labels" if run.prompt is None else "the prompt's verbalizer")
+    if run.prompt is not None:
+        from .prompting import predict_scores
+
+        logits = predict_scores(run.prompt, run.model, run.tokenizer, ds.select_columns(text_columns).to_list(),
+                                batch_size, desc="Scoring").numpy()
+    else:
+        texts = list(ds[run.text_column])
+        pairs = list(ds[run.text_pair_column]) if run.text_pair_column else None
+        logits = logits_for(run, texts, pairs, batch_size).numpy()
     labels = np.asarray(list(ds["labels"]))
     metric = classification_metric(info.metric_config)
     kwargs = {"num_labels": info.num_labels} if info.problem_type == "single_label_classification" else {}

@@ -133,9 +133,19 @@ def check_local_model_dir(path: str) -> None:
         raise ModelError(f"model.path: '{path}' has config.json but no weights (*.safetensors); the run may not have finished")
 
 
-def load_pretrained(auto_cls, path: str, *, revision=None, trust_remote_code=False, attn_implementation="sdpa", **kwargs):
-    """`auto_cls.from_pretrained` with clear errors for a bad folder or id."""
+def load_pretrained(auto_cls, path: str, *, revision=None, trust_remote_code=False, attn_implementation="sdpa",
+                    random_init: bool = False, **kwargs):
+    """`auto_cls.from_pretrained` with clear errors for a bad folder or id. random_init: the same architecture
+    (and config overrides) with freshly initialised weights, seeded by the run's seed."""
     check_local_model_dir(path)
+    if random_init:
+        from transformers import AutoConfig
+
+        wants_info = kwargs.pop("output_loading_info", False)
+        config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
+        model = auto_cls.from_config(config, trust_remote_code=trust_remote_code,
+                                     attn_implementation=attn_implementation)
+        return (model, {"missing_keys": []}) if wants_info else model
     try:
         return auto_cls.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code,
                                         attn_implementation=attn_implementation, **kwargs)

@@ -16,7 +16,8 @@ from .errors import ConfigError, ModelError
 from .models import (PRESETS, count_parameters, fix_loss_scaling, load_pretrained, max_positions, preset_config,
                      resolve_model_path)
 from .training import (RunResult, claim_output_dir, finite_or_none, log, ranks_in_sync, save_final, shared_folder,
-                       start_run, train_safely, training_arguments, write_json, write_model_card)
+                       start_run, steps_this_session, train_safely, training_arguments, write_json,
+                       write_model_card, run_stats, draw_run)
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -153,12 +154,17 @@ def run(cfg: PretrainConfig) -> RunResult:
         log(f"after training: eval loss {final['eval_loss']:.4f}, perplexity {metrics['perplexity']:.1f}")
     metrics.update(trainable_params=trainable, total_params=total, global_step=trainer.state.global_step,
                    train_wall_seconds=round(wall, 3), train_blocks=len(lm["train"]), world_size=trainer.args.world_size)
+    t = trainer.args
+    blocks = steps_this_session(trainer, resume_from) * t.per_device_train_batch_size * t.gradient_accumulation_steps \
+        * t.world_size
+    metrics.update(run_stats(tokens=blocks * cfg.data.block_size, samples=blocks, wall=wall))
     in_sync = ranks_in_sync(trainer)
     if in_sync is not None:
         metrics["ranks_in_sync"] = in_sync
 
     if trainer.is_world_process_zero():
         write_json(Path(output_dir) / "metrics.json", metrics)
+        draw_run(trainer, output_dir)
         auto = "AutoModelForMaskedLM" if cfg.objective == "mlm" else "AutoModelForCausalLM"
         source = f"preset {cfg.model.preset} (from scratch)" if cfg.model.preset else f"continued from {cfg.model.path}"
         write_model_card(

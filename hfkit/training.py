@@ -200,7 +200,7 @@ def write_model_card(output_dir: str | Path, *, title: str, lines: list[str], me
 
 # --------------------------------------------------------------------------------------------- safety
 FINAL_TMP = ".hfkit-final.tmp"
-LOAD_MARKERS = ("config.json", "adapter_config.json")  # a folder loads once one of these is present
+LOAD_MARKERS = ("config.json", "adapter_config.json", "prompt.json")  # a folder loads once one of these is present
 
 
 def save_final(save: "callable", output_dir: str | Path) -> None:
@@ -361,3 +361,34 @@ def start_run(cfg, model_path: str | None):
     state = distributed_state()
     derive_accumulation(cfg.train, state.num_processes)
     return resume_from, state
+
+
+# --------------------------------------------------------------------------------------------- run statistics
+def steps_this_session(trainer, resume_from: str | None) -> int:
+    start = int(Path(resume_from).name.rsplit("-", 1)[-1]) if resume_from else 0
+    return max(trainer.state.global_step - start, 0)
+
+
+def run_stats(tokens: int, samples: int, wall: float) -> dict:
+    """Throughput (real tokens, not padding) and peak memory of this process (and of the GPU, if one was used)."""
+    import resource
+    import sys
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    stats = {"train_tokens": int(tokens), "train_tokens_per_second": round(tokens / wall, 1) if wall > 0 else None,
+             "train_real_samples_per_second": round(samples / wall, 2) if wall > 0 else None,
+             "peak_memory_mb": round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        stats["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return stats
+
+
+def draw_run(trainer, output_dir: str | Path, metric: str | None = None) -> None:
+    """log_history.json and loss.png (train/eval loss and `metric` per step) in the run directory (rank 0)."""
+    from .plots import loss_plot, write_log_history
+
+    history = trainer.state.log_history
+    write_log_history(output_dir, history)
+    loss_plot(output_dir, history, metric)

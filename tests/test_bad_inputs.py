@@ -75,6 +75,10 @@ CASES = {
     "wrong pair column": (lambda i: fine(i) + ["data.text_pair_column=hypothesis"], "no column 'hypothesis'"),
     "LoRA target the model lacks": (lambda i: fine(i) + ["method=lora", "lora.target_modules=[q_proj]"], "lora.target_modules: q_proj not in this model; its linear layers are"),
     "unknown method": (lambda i: fine(i) + ["method=lorra"], "method: 'lorra' is not one of"),
+    "PET without a template": (lambda i: fine(i) + ["method=pet"], "prompt.template: method pet needs a cloze template"),
+    "template without a mask slot": (lambda i: fine(i) + ["method=pet", "prompt.template={text} is", "prompt.verbalizer={animal: [cat], person: [doctor]}"], "prompt.template: needs exactly one {mask} slot"),
+    "label word not in the vocabulary": (lambda i: fine(i) + ["method=pet", "prompt.template={text} it is {mask} .", "prompt.verbalizer={animal: [zzz], person: [doctor]}"], "prompt.verbalizer.animal: 'zzz' is not in the tokenizer's vocabulary"),
+    "data label missing from the verbalizer": (lambda i: fine(i) + ["method=pet", "prompt.template={text} it is {mask} .", "prompt.verbalizer={animal: [cat], robot: [dog]}"], "label 'person' (row 2) never appears in prompt.verbalizer; its labels: animal, robot"),
     "incompatible label options": (lambda i: fine(i) + ["multi_label=true", "regression=true"], "multi_label and regression: choose one"),
 }
 
@@ -100,4 +104,4 @@ def test_bad_input_one_line_exit_2_outputs_untouched(name, inputs, tmp_path):
 
 
 def test_case_count():
-    assert len(CASES) == 25
+    assert len(CASES) == 29

@@ -237,7 +237,7 @@ def test_bad_labelled_data_gives_clear_errors(tmp_path, mlm_run, labelled):
     dev = pd.read_csv(labelled / "dev.csv")
     dev.loc[3, "label"] = "robot"
     dev.to_csv(tmp_path / "dev-unseen.csv", index=False)
-    assert "data.validation: label 'robot' (row 4) never appears in the training data; training labels: animal, person" in run(
+    assert "data.validation: label 'robot' (row 4) never appears in the training data; its labels: animal, person" in run(
         **{"data.validation": str(tmp_path / "dev-unseen.csv")})
     train = pd.read_csv(labelled / "train.csv")
     train.loc[5, "text"] = "   "
