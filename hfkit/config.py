@@ -89,6 +89,9 @@ class MLMConfig:
     """Fraction of tokens selected for prediction (0.15 is BERT's rate; of those 80% -> [MASK], 10% random, 10% kept)."""
     whole_word: bool = False
     """Mask all pieces of a word together (whole-word masking). Selected pieces are all replaced by [MASK]."""
+    head_on_masked_only: bool = True
+    """Project only the masked positions onto the vocabulary (BERT/RoBERTa-style heads): the same loss, and for
+    small models most of the compute saved (benchmarks/pretrain_throughput.py)."""
 
 
 @dataclass
@@ -124,6 +127,8 @@ class TrainConfig:
     """Seed for initialisation, data order and masking."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto = bf16 on a GPU that supports it, else fp32."""
+    peak_tflops: float | None = None
+    """Peak TFLOP/s of one device, for the MFU in metrics.json (default: a table of common GPUs; none on CPU)."""
     logging_steps: int = 10
     """Log the training loss every N steps."""
     eval_steps: int | None = None
@@ -140,12 +145,17 @@ class TrainConfig:
     """Evaluate once before training too (metrics.json then has `perplexity_before` for LM runs)."""
     dataloader_num_workers: int = 0
     """Worker processes for the data loader."""
+    group_by_length: bool = False
+    """Fine-tuning: batch rows of similar length together (less padding; slightly less random batches)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about 30% more compute."""
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     """Experiment trackers for the Trainer (tensorboard, wandb, ... or [] for none)."""
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement of the best-model metric (None: never)."""
+    load_best: bool = True
+    """Fine-tuning: end with the checkpoint that scored best on the validation data (false: the last one, e.g.
+    when the validation data is also what you report)."""
     metric_for_best: str | None = None
     """Metric that picks the best checkpoint (fine-tuning default: accuracy, or f1 for multi-label, mse for regression)."""
 
@@ -455,6 +465,9 @@ class FinetuneConfig:
             problems.append("prompt.calibrate: contextual calibration is for method zero_shot (PET learns the bias)")
         if self.train.early_stopping_patience is not None and self.train.early_stopping_patience < 1:
             problems.append("train.early_stopping_patience: must be >= 1 (or null)")
+        if self.train.early_stopping_patience and not self.train.load_best:
+            problems.append("train.early_stopping_patience: stops on the best checkpoint's metric; it needs "
+                            "train.load_best: true (or set early_stopping_patience: null)")
         problems += _validate_train(self.train)
         if not self.output_dir:
             problems.append("output_dir: must be set, e.g. output_dir=runs/my-classifier")
@@ -647,12 +660,17 @@ def _set_dotted(target: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def deep_merge(base: dict, update: dict) -> dict:
-    """A new dict: `update` wins; mappings merge key by key, except free-form ones replaced whole by a non-mapping."""
+# Mappings that an override replaces whole: a new verbalizer's labels are the labels, not added to the recipe's.
+REPLACED_WHOLE = {"prompt.verbalizer"}
+
+
+def deep_merge(base: dict, update: dict, path: str = "") -> dict:
+    """A new dict: `update` wins; mappings merge key by key, except free-form ones replaced whole by a non-mapping
+    and those in REPLACED_WHOLE."""
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and f"{path}{key}" not in REPLACED_WHOLE:
+            out[key] = deep_merge(out[key], value, f"{path}{key}.")
         else:
             out[key] = value
     return out
@@ -670,6 +688,27 @@ def _normalise_kwargs(overrides: dict) -> dict:
             _set_dotted(piece, dotted, value)
             nested = deep_merge(nested, piece)
     return nested
+
+
+def flatten_overrides(overrides: dict, kind: str = "finetune") -> list[str]:
+    """Python-API overrides -> CLI `key=value` strings (values as JSON, which YAML reads back), for child runs.
+    Config sections are flattened; a free-form mapping (model.overrides, prompt.verbalizer) stays one value."""
+    import json
+
+    nested = _normalise_kwargs(overrides)
+    out: list[str] = []
+
+    def walk(node: dict, cls: type | None, prefix: str) -> None:
+        hints = typing.get_type_hints(cls) if cls is not None else {}
+        for key, value in node.items():
+            tp = hints.get(key)
+            if isinstance(value, dict) and tp is not None and dataclasses.is_dataclass(tp):
+                walk(value, tp, f"{prefix}{key}.")
+            else:
+                out.append(f"{prefix}{key}={json.dumps(value)}")
+
+    walk(nested, CONFIG_KINDS[kind], "")
+    return out
 
 
 def resolve(kind: str, recipe: str | Path | dict | Any | None = None, overrides: list[str] | dict | None = None):

@@ -17,9 +17,11 @@ from pathlib import Path
 
 from .config import FinetuneConfig, save_yaml
 from .errors import ConfigError, DataError, ModelError
+from .flops import mfu_metrics
 from .models import count_parameters, fix_loss_scaling, load_pretrained, resolve_model_path
-from .training import (RunResult, claim_output_dir, draw_run, finite_or_none, log, ranks_in_sync, run_stats, save_final,
-                       start_run, steps_this_session, train_safely, training_arguments, write_json, write_model_card)
+from .training import (RunResult, claim_output_dir, draw_run, finite_or_none, log, padding_fraction, ranks_in_sync,
+                       run_stats, save_final, start_run, steps_this_session, train_safely, training_arguments,
+                       write_json, write_model_card)
 
 
 # --------------------------------------------------------------------------------------------- labels
@@ -389,7 +391,7 @@ def build_trainer(cfg: FinetuneConfig, model, tokenizer, splits, info: LabelInfo
     has_eval = "validation" in splits
     t = cfg.train
     extra: dict = {}
-    if has_eval:
+    if has_eval and t.load_best:
         extra = dict(load_best_model_at_end=True, metric_for_best_model=t.metric_for_best,
                      greater_is_better=t.metric_for_best not in ("mse", "mae", "loss", "eval_loss"))
     args = training_arguments(t, output_dir, has_eval=has_eval, save_with_eval=True, remove_unused_columns=False,
@@ -424,9 +426,12 @@ def run(cfg: FinetuneConfig) -> RunResult:
     trainable, total = count_parameters(model)
     log(f"method {cfg.method}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
 
-    mean_tokens = sum(len(ids) for ids in encoded["train"]["input_ids"]) / max(len(encoded["train"]), 1)
+    lengths = [len(ids) for ids in encoded["train"]["input_ids"]]
+    mean_tokens = sum(lengths) / max(len(lengths), 1)
     collator = DataCollatorWithPadding(tokenizer)
     cached = cfg.method == "frozen" and cfg.frozen.unfreeze_last == 0 and cfg.frozen.cache_features
+    if cached and cfg.train.group_by_length:
+        cfg.train.group_by_length = False  # cached features have one length: nothing to group
     if cached:
         from .heads import extract_features
 
@@ -456,6 +461,11 @@ def run(cfg: FinetuneConfig) -> RunResult:
                    global_step=trainer.state.global_step, train_wall_seconds=round(wall, 3), method=cfg.method,
                    features_cached=cached, world_size=trainer.args.world_size)
     metrics.update(seen_stats(trainer, resume_from, len(encoded["train"]), mean_tokens, wall))
+    if not cached:  # with cached features the backbone ran once, not per token trained
+        metrics["train_padding_fraction"] = padding_fraction(lengths, cfg.train.batch_size, cfg.train.group_by_length,
+                                                             cfg.train.seed)
+        metrics.update(mfu_metrics(model, mean_tokens, metrics["train_tokens_per_second"], trainer.args.world_size,
+                                   cfg.train.peak_tflops))
     in_sync = ranks_in_sync(trainer)
     if in_sync is not None:
         metrics["ranks_in_sync"] = in_sync

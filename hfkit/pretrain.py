@@ -13,8 +13,9 @@ from pathlib import Path
 
 from .config import PretrainConfig, save_yaml
 from .errors import ConfigError, ModelError
-from .models import (PRESETS, count_parameters, fix_loss_scaling, load_pretrained, max_positions, preset_config,
-                     resolve_model_path)
+from .flops import mfu_metrics
+from .models import (PRESETS, count_parameters, fix_loss_scaling, head_on_masked_only, load_pretrained, max_positions,
+                     preset_config, resolve_model_path)
 from .training import (RunResult, claim_output_dir, finite_or_none, log, ranks_in_sync, save_final, shared_folder,
                        start_run, steps_this_session, train_safely, training_arguments, write_json,
                        write_model_card, run_stats, draw_run)
@@ -72,6 +73,8 @@ def build_model(cfg: PretrainConfig, tokenizer):
         raise ConfigError(f"data.block_size: {cfg.data.block_size} exceeds the model's {limit} positions; "
                           f"set data.block_size={limit} or less")
     fix_loss_scaling(model)
+    if cfg.objective == "mlm" and cfg.mlm.head_on_masked_only:
+        head_on_masked_only(model)
     return model
 
 
@@ -158,6 +161,8 @@ def run(cfg: PretrainConfig) -> RunResult:
     blocks = steps_this_session(trainer, resume_from) * t.per_device_train_batch_size * t.gradient_accumulation_steps \
         * t.world_size
     metrics.update(run_stats(tokens=blocks * cfg.data.block_size, samples=blocks, wall=wall))
+    metrics.update(mfu_metrics(model, cfg.data.block_size, metrics["train_tokens_per_second"], t.world_size,
+                               cfg.train.peak_tflops))
     in_sync = ranks_in_sync(trainer)
     if in_sync is not None:
         metrics["ranks_in_sync"] = in_sync

@@ -575,6 +575,10 @@ def run(cfg):
                    global_step=trainer.state.global_step, train_wall_seconds=round(wall, 3), tune=cfg.prompt.tune,
                    world_size=trainer.args.world_size)
     metrics.update(seen_stats(trainer, resume_from, len(encoded["train"]), mean_tokens, wall))
+    from .flops import mfu_metrics
+
+    metrics.update(mfu_metrics(model, mean_tokens, metrics["train_tokens_per_second"], trainer.args.world_size,
+                               cfg.train.peak_tflops))
     in_sync = ranks_in_sync(trainer)
     if in_sync is not None:
         metrics["ranks_in_sync"] = in_sync

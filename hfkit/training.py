@@ -173,6 +173,9 @@ def training_arguments(t, output_dir: str | Path, *, has_eval: bool, save_with_e
     # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (the old name warns).
     new_name = "activation_checkpointing" in inspect.signature(TrainingArguments).parameters
     kwargs["activation_checkpointing" if new_name else "gradient_checkpointing"] = t.gradient_checkpointing
+    if getattr(t, "group_by_length", False):
+        strategy = "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters
+        kwargs.update({"train_sampling_strategy": "group_by_length"} if strategy else {"group_by_length": True})
     if save_with_eval and has_eval:
         kwargs["save_strategy"] = eval_kwargs["eval_strategy"]
         kwargs["save_steps"] = eval_kwargs.get("eval_steps", t.save_steps)
@@ -392,3 +395,23 @@ def draw_run(trainer, output_dir: str | Path, metric: str | None = None) -> None
     history = trainer.state.log_history
     write_log_history(output_dir, history)
     loss_plot(output_dir, history, metric)
+
+
+def padding_fraction(lengths: list[int], batch_size: int, grouped: bool, seed: int) -> float:
+    """Share of padding tokens in one epoch of batches padded to their longest row, for the run's sampler
+    (random order, or transformers' length-grouped sampler), replayed on the rows' lengths."""
+    import random
+
+    if not lengths:
+        return 0.0
+    if grouped:
+        import torch
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        order = get_length_grouped_indices(lengths, batch_size, generator=torch.Generator().manual_seed(seed))
+    else:
+        order = list(range(len(lengths)))
+        random.Random(seed).shuffle(order)
+    padded = sum(max(lengths[i] for i in order[s:s + batch_size]) * len(order[s:s + batch_size])
+                 for s in range(0, len(order), batch_size))
+    return round(1 - sum(lengths) / padded, 4)

@@ -1,0 +1,79 @@
+"""Model FLOPs and MFU (model FLOPs utilisation), the PaLM paper's definition (Chowdhery et al., 2022, App. B).
+
+Training FLOPs per token = 6 N + 12 L H T: N = the weights that multiply each token (every parameter except
+embedding lookups, plus an LM head's output projection, counted even when tied to the embeddings), L layers,
+H hidden size, T tokens per sequence (the attention scores and their weighted sum, forward and backward). It
+counts what the model needs, not what a run recomputes (gradient checkpointing) or skips (frozen weights).
+MFU = achieved model FLOP/s / (peak FLOP/s per device x devices).
+"""
+
+from __future__ import annotations
+
+# Dense bf16/fp16 tensor-core peaks in TFLOP/s, from the vendors' data sheets (no sparsity).
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 125.0,
+               "A10": 125.0, "V100": 125.0, "T4": 65.0, "RTX 4090": 165.0, "RTX 3090": 71.0}
+
+
+def _embedding_lookups(model) -> int:
+    """Parameters of embedding tables (token, position, token type): looked up, not multiplied."""
+    import torch
+
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = output.weight if output is not None else None
+    total = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    return total, head
+
+
+def matmul_params(model) -> int:
+    """N: parameters that multiply each token's activations (the LM head counted once, tied or not)."""
+    lookups, head = _embedding_lookups(model)
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    total -= lookups
+    if head is not None and any(head is e.weight for e in _embeddings(model)):
+        total += head.numel()  # tied output projection: a lookup table on the way in, a matmul on the way out
+    return total
+
+
+def _embeddings(model):
+    import torch
+
+    return [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    """Training FLOPs per token: 6 N + 12 L H T."""
+    config = getattr(model, "config", None)
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0) or 0
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0) or 0
+    return 6.0 * matmul_params(model) + 12.0 * layers * hidden * seq_len
+
+
+def device_peak_tflops(configured: float | None) -> float | None:
+    """The peak to measure MFU against: train.peak_tflops, else the table entry for this GPU, else None (CPU)."""
+    if configured:
+        return configured
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(0)
+    for key, value in PEAK_TFLOPS.items():
+        if key in name:
+            return value
+    return None
+
+
+def mfu_metrics(model, seq_len: float, tokens_per_second: float | None, world_size: int,
+                peak_tflops: float | None) -> dict:
+    """model_flops_per_token, train_model_tflops_per_second (all devices) and mfu (None without a known peak)."""
+    if not tokens_per_second:
+        return {}
+    per_token = flops_per_token(model, round(seq_len))
+    achieved = per_token * tokens_per_second / 1e12
+    peak = device_peak_tflops(peak_tflops)
+    return {"model_flops_per_token": per_token, "train_model_tflops_per_second": round(achieved, 4),
+            "peak_tflops_per_device": peak, "mfu": round(achieved / (peak * world_size), 4) if peak else None}
