@@ -7,9 +7,10 @@ training budget (epochs x rows) and its recipe's learning rate; zero-shot (no tr
 
 MiniLM ships as a sentence encoder *without* its MLM head: the head's transform (dense + LayerNorm) and output
 bias are initialised at random when it is loaded as a masked LM (the decoder is tied to the word embeddings, which
-are trained). So its zero-shot cloze is noise and PET must learn a head from 64 examples.
+are trained). So its zero-shot cloze is noise and PET must learn a head from 64 examples; PET with an adapter
+(prompt.tune=lora) is refused on such a checkpoint, as the random head could not be saved with the adapter.
 
-    python benchmarks/few_shot.py [--shots 32] [--seeds 1,2,3] [--epochs 20] [--methods zero_shot,pet,pet_lora,full,lora]
+    python benchmarks/few_shot.py [--shots 32] [--seeds 1,2,3] [--epochs 20] [--methods zero_shot,pet,full,lora]
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ PROMPT = {"template": "{text} All in all, it was {mask}.", "verbalizer": {"posit
 RUNS = {  # name: (recipe, overrides)
     "zero_shot": ("zero-shot", {"prompt": PROMPT}),
     "pet": ("classification-pet", {"prompt": {**PROMPT, "tune": "full"}}),
-    "pet_lora": ("classification-pet", {"prompt": {**PROMPT, "tune": "lora"}, "train": {"learning_rate": 5e-4}}),
     "full": ("classification-full", {}),
     "lora": ("classification-lora", {}),
 }

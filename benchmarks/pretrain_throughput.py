@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--documents", type=int, default=600)
     parser.add_argument("--objectives", default="mlm,clm")
+    parser.add_argument("--compile", action="store_true", help="also time train.compile=true (compile time included)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hfkit-bench-pretrain-"))
     text_file = corpus(work, args.documents)
@@ -95,6 +96,9 @@ def main() -> None:
                 objective, text_file, tokenizer_dir, args.steps, out, mlm={"head_on_masked_only": False})
         sides["hfkit, train.precision=bf16"] = lambda out: with_hfkit(
             objective, text_file, tokenizer_dir, args.steps, out, train={"precision": "bf16"})
+        if args.compile:
+            sides["hfkit, train.compile=true"] = lambda out: with_hfkit(
+                objective, text_file, tokenizer_dir, args.steps, out, train={"compile": True})
         speeds: dict[str, list[float]] = {name: [] for name in sides}
         for repeat in range(args.repeats):
             for name, side in sides.items():

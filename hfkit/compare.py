@@ -100,9 +100,10 @@ def plan(recipe: str, methods: list[str], models: list[str] | None, overrides: l
             extra = [f"method={method}", f"output_dir={out / name}"]
             if label:
                 extra += [f"model.path={path}", f"model.random_init={'true' if random_init else 'false'}"]
-            if not user_lr:
+            targeted = aimed.get(method, []) + aimed.get(label, [])
+            if not user_lr and not any(o.startswith("train.learning_rate=") for o in targeted):
                 extra.append("train.learning_rate=null")  # the method's own default
-            items = common + extra + aimed.get(method, []) + aimed.get(label, [])
+            items = common + extra + targeted
             resolve("finetune", recipe, overrides=items)  # a bad value fails here, before any run starts
             runs.append(Run(name, label, path, random_init, method, items))
     return out, runs

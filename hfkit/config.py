@@ -145,6 +145,9 @@ class TrainConfig:
     """Evaluate once before training too (metrics.json then has `perplexity_before` for LM runs)."""
     dataloader_num_workers: int = 0
     """Worker processes for the data loader."""
+    compile: bool = False
+    """torch.compile the model (TrainingArguments.torch_compile): compiling costs tens of seconds up front, so it
+    pays off only on long runs; see benchmarks/README.md."""
     group_by_length: bool = False
     """Fine-tuning: batch rows of similar length together (less padding; slightly less random batches)."""
     gradient_checkpointing: bool = False

@@ -68,9 +68,14 @@ def comparison_plot(path: str | Path, rows: list[dict], metric: str) -> Path | N
     done = [r for r in rows if r.get(metric) is not None]
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
     longest = max((r["wall_seconds"] for r in done), default=1.0) or 1.0
+    models = list(dict.fromkeys((r["model"], r["random_init"]) for r in done))  # one colour per model
+    methods = list(dict.fromkeys(r["method"] for r in done))  # one marker per method
+    markers = "osD^vP*Xh<>"
     for r in done:
         x = max(r["trainable_params"], 1)
-        ax.scatter([x], [r[metric]], s=40 + 600 * r["wall_seconds"] / longest, alpha=0.6)
+        colour = plt.cm.tab10(models.index((r["model"], r["random_init"])) % 10)
+        ax.scatter([x], [r[metric]], s=40 + 600 * r["wall_seconds"] / longest, alpha=0.6, color=colour,
+                   marker=markers[methods.index(r["method"]) % len(markers)])
         ax.annotate(r["run"], (x, r[metric]), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")

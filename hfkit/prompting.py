@@ -430,9 +430,9 @@ def _prompt_trainer_class():
     return PromptTrainer
 
 
-def apply_tune(model, cfg, kind: str, missing: list[str]):
-    """Make the weights that learn the cloze trainable: all, LoRA adapters or a soft prompt. Head modules the
-    checkpoint lacked (`missing`) train and are saved with an adapter."""
+def apply_tune(model, cfg, kind: str):
+    """Make the weights that learn the cloze trainable: all, LoRA adapters or a soft prompt (adapters need a
+    checkpoint with its LM head; `run` refuses the others)."""
     tune = cfg.prompt.tune
     if tune == "full":
         for p in model.parameters():
@@ -441,7 +441,6 @@ def apply_tune(model, cfg, kind: str, missing: list[str]):
     from peft import LoraConfig, PromptEncoderConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 
     task = TaskType.CAUSAL_LM if kind == "clm" else TaskType.FEATURE_EXTRACTION
-    extra = {"modules_to_save": missing} if missing else {}
     s = cfg.soft_prompt
     if tune == "lora":
         from .finetune import linear_module_names
@@ -453,16 +452,16 @@ def apply_tune(model, cfg, kind: str, missing: list[str]):
                 raise ConfigError(f"lora.target_modules: {', '.join(absent)} not in this model; its linear layers are "
                                   f"{', '.join(linear_module_names(model))}")
         config = LoraConfig(task_type=task, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                            target_modules=targets or "all-linear", exclude_modules=missing or None, **extra)
+                            target_modules=targets or "all-linear")
     elif tune == "prompt_tuning":
         init = {}
         if s.init_text:
             init = dict(prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=s.init_text,
                         tokenizer_name_or_path=cfg.tokenizer.path or model_source_path(cfg))
-        config = PromptTuningConfig(task_type=task, num_virtual_tokens=s.num_virtual_tokens, **init, **extra)
+        config = PromptTuningConfig(task_type=task, num_virtual_tokens=s.num_virtual_tokens, **init)
     else:  # p_tuning: a prompt encoder's soft tokens before the template
         config = PromptEncoderConfig(task_type=task, num_virtual_tokens=s.num_virtual_tokens,
-                                     encoder_hidden_size=s.encoder_hidden_size, **extra)
+                                     encoder_hidden_size=s.encoder_hidden_size)
     return get_peft_model(model, config)
 
 
@@ -547,7 +546,11 @@ def run(cfg):
     from .finetune import build_trainer
 
     mean_tokens = sum(len(ids) for ids in encoded["train"]["input_ids"]) / max(len(encoded["train"]), 1)
-    model = apply_tune(model, cfg, kind, missing)
+    if missing and cfg.prompt.tune != "full":
+        raise ModelError(f"prompt.tune: {cfg.prompt.tune} trains an adapter on a trained LM head, but this checkpoint has "
+                         f"none ({', '.join(missing)} would start at random and, tied to the embeddings, cannot be "
+                         "saved with an adapter); use prompt.tune=full, or a model with its LM head")
+    model = apply_tune(model, cfg, kind)
     trainable, total = count_parameters(model)
     log(f"method pet ({cfg.prompt.tune}): {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
     if state.is_main_process:

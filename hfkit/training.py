@@ -167,6 +167,7 @@ def training_arguments(t, output_dir: str | Path, *, has_eval: bool, save_with_e
         report_to=report_to or "none",
         ddp_find_unused_parameters=False,
         optim=OPTIMIZERS[t.optimizer],
+        torch_compile=getattr(t, "compile", False),
         **eval_kwargs,
         **precision_flags(t.precision),
     )

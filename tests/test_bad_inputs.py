@@ -79,6 +79,7 @@ CASES = {
     "template without a mask slot": (lambda i: fine(i) + ["method=pet", "prompt.template={text} is", "prompt.verbalizer={animal: [cat], person: [doctor]}"], "prompt.template: needs exactly one {mask} slot"),
     "label word not in the vocabulary": (lambda i: fine(i) + ["method=pet", "prompt.template={text} it is {mask} .", "prompt.verbalizer={animal: [zzz], person: [doctor]}"], "prompt.verbalizer.animal: 'zzz' is not in the tokenizer's vocabulary"),
     "data label missing from the verbalizer": (lambda i: fine(i) + ["method=pet", "prompt.template={text} it is {mask} .", "prompt.verbalizer={animal: [cat], robot: [dog]}"], "label 'person' (row 2) never appears in prompt.verbalizer; its labels: animal, robot"),
+    "PET adapter on a model without an LM head": (lambda i: fine(i) + ["model.path=builtin:all-minilm-l6-v2", "method=pet", "prompt.tune=lora", "prompt.template={text} it is {mask} .", "prompt.verbalizer={animal: [cat], person: [doctor]}"], "prompt.tune: lora trains an adapter on a trained LM head, but this checkpoint has none"),
     "incompatible label options": (lambda i: fine(i) + ["multi_label=true", "regression=true"], "multi_label and regression: choose one"),
 }
 
@@ -104,4 +105,4 @@ def test_bad_input_one_line_exit_2_outputs_untouched(name, inputs, tmp_path):
 
 
 def test_case_count():
-    assert len(CASES) == 29
+    assert len(CASES) == 30

@@ -258,3 +258,26 @@ def test_pet_few_shot_beats_zero_shot_and_reloads(cloze, tune):
         assert AutoModelForMaskedLM.from_pretrained(out).config.vocab_size > 0
     else:
         assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+
+
+def test_causal_lm_prompting_zero_shot_and_soft_prompt_pet(clm_run, tmp_path):
+    """GPT-2-style: words scored as the continuation; a soft prompt before the template (P-tuning as meant)."""
+    rows = [{"text": f"the {a} {n} sees the dog .", "label": "animal" if n in ("cat", "bird") else "person"}
+            for a in ("small", "big", "happy") for n in ("cat", "bird", "farmer", "teacher")] * 4
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompt = {"template": "{text} the {mask}", "verbalizer": {"animal": ["cat", "bird"], "person": ["farmer"]}}
+    zero = hfkit.evaluate(clm_run.output_dir, str(tmp_path / "rows.jsonl"), prompt=prompt)
+    assert 0.0 <= zero["eval_accuracy"] <= 1.0 and zero["eval_samples"] == len(rows)
+    out = tmp_path / "pet-clm"
+    result = hfkit.finetune(str(REPO / "recipes/finetune/classification-pet.yaml"), output_dir=str(out),
+                            model={"path": str(clm_run.output_dir)},
+                            data={"train": str(tmp_path / "rows.jsonl"), "validation": str(tmp_path / "rows.jsonl"),
+                                  "shots_per_class": None},
+                            prompt={**prompt, "tune": "p_tuning"}, soft_prompt={"num_virtual_tokens": 4},
+                            train={"epochs": 2, "batch_size": 8, "learning_rate": 3e-3, "report_to": []})
+    assert result.metrics["prompt_kind"] == "clm" and result.metrics["trainable_params"] < result.metrics["total_params"]
+    saved = json.loads((out / "prompt.json").read_text())
+    assert saved["kind"] == "clm" and saved["verbalizer"] == prompt["verbalizer"]
+    reloaded = hfkit.evaluate(out, str(tmp_path / "rows.jsonl"))  # the saved adapter + prompt, loaded afresh
+    assert reloaded["eval_report"]["confusion_matrix"] == result.metrics["eval_report"]["confusion_matrix"]
+    assert reloaded["eval_accuracy"] == pytest.approx(result.metrics["eval_accuracy"])

@@ -93,3 +93,31 @@ def test_mlm_head_on_masked_positions_gives_the_stock_loss():
         for (name, a), b in zip(model.named_parameters(), fast.parameters()):
             assert torch.allclose(a.grad, b.grad, atol=1e-5), name
         assert fast(input_ids=ids).logits.shape == (3, 20, 300)  # no labels: the stock forward, every position
+
+
+def test_finetune_reports_throughput_padding_and_length_grouping(mlm_run, tmp_path):
+    import json
+    import random
+
+    import pandas as pd
+
+    import hfkit
+
+    rng = random.Random(0)
+    rows = [{"text": " ".join(["the cat sees the dog ."] * rng.choice([1, 1, 1, 8])), "label": rng.choice("ab")}
+            for _ in range(96)]
+    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
+    metrics = {}
+    for grouped in (False, True):
+        result = hfkit.finetune("classification-full", output_dir=str(tmp_path / f"run-{grouped}"),
+                                model={"path": str(mlm_run.output_dir)},
+                                data={"train": str(tmp_path / "train.csv"), "validation_split": 0.0},
+                                train={"epochs": 1, "batch_size": 8, "report_to": [], "group_by_length": grouped,
+                                       "learning_rate": 1e-4, "peak_tflops": 0.1})
+        metrics[grouped] = result.metrics
+        saved = json.loads((result.output_dir / "metrics.json").read_text())
+        for key in ("train_tokens_per_second", "train_padding_fraction", "mfu", "model_flops_per_token",
+                    "peak_memory_mb"):
+            assert saved[key] is not None and saved[key] > 0, key
+        assert saved["mfu"] < 1
+    assert metrics[True]["train_padding_fraction"] < metrics[False]["train_padding_fraction"]
