@@ -427,7 +427,6 @@ def run(cfg: FinetuneConfig) -> RunResult:
     log(f"method {cfg.method}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
 
     lengths = [len(ids) for ids in encoded["train"]["input_ids"]]
-    mean_tokens = sum(lengths) / max(len(lengths), 1)
     collator = DataCollatorWithPadding(tokenizer)
     cached = cfg.method == "frozen" and cfg.frozen.unfreeze_last == 0 and cfg.frozen.cache_features
     if cached and cfg.train.group_by_length:
@@ -448,27 +447,9 @@ def run(cfg: FinetuneConfig) -> RunResult:
     start = time.perf_counter()
     train_output = train_safely(trainer, resume_from, output_dir)
     wall = time.perf_counter() - start
-    metrics: dict = {k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))}
-    metrics["train_loss"] = finite_or_none(train_output.training_loss)
-    for split in ("validation", "test"):
-        if split in encoded:
-            prefix = "eval" if split == "validation" else "test"
-            output = trainer.predict(encoded[split], metric_key_prefix=prefix)  # metrics and logits in one pass
-            metrics.update({k: v for k, v in output.metrics.items() if isinstance(v, (int, float))})
-            if info.problem_type != "regression":
-                metrics[f"{prefix}_report"] = class_report(output.predictions, encoded[split]["labels"], info)
-    metrics.update(trainable_params=trainable, total_params=total, trainable_fraction=trainable / total,
-                   global_step=trainer.state.global_step, train_wall_seconds=round(wall, 3), method=cfg.method,
-                   features_cached=cached, world_size=trainer.args.world_size)
-    metrics.update(seen_stats(trainer, resume_from, len(encoded["train"]), mean_tokens, wall))
-    if not cached:  # with cached features the backbone ran once, not per token trained
-        metrics["train_padding_fraction"] = padding_fraction(lengths, cfg.train.batch_size, cfg.train.group_by_length,
-                                                             cfg.train.seed)
-        metrics.update(mfu_metrics(model, mean_tokens, metrics["train_tokens_per_second"], trainer.args.world_size,
-                                   cfg.train.peak_tflops))
-    in_sync = ranks_in_sync(trainer)
-    if in_sync is not None:
-        metrics["ranks_in_sync"] = in_sync
+    metrics = run_metrics(cfg, trainer, train_output, encoded, info, model=model, wall=wall, resume_from=resume_from,
+                          lengths=lengths, per_token=not cached)
+    metrics.update(method=cfg.method, features_cached=cached)
     if trainer.is_world_process_zero():
         save_final(lambda folder: save_run(trainer.model, tokenizer, cfg, folder), output_dir)
         write_json(Path(output_dir) / "metrics.json", metrics)
@@ -480,6 +461,36 @@ def run(cfg: FinetuneConfig) -> RunResult:
                          metrics=shown, load_snippet=load_snippet(cfg, output_dir))
     log(f"done: {output_dir}")
     return RunResult(output_dir=Path(output_dir), metrics=metrics, config=cfg)
+
+
+def run_metrics(cfg: FinetuneConfig, trainer, train_output, encoded, info: LabelInfo, *, model, wall: float,
+                resume_from: str | None, lengths: list[int], per_token: bool = True) -> dict:
+    """metrics.json of a fine-tuning run: the Trainer's, evaluation (and test) metrics with per-class reports from one
+    prediction pass each, parameter counts, throughput, and (per_token: the model ran on every token trained)
+    padding fraction and MFU."""
+    metrics: dict = {k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))}
+    metrics["train_loss"] = finite_or_none(train_output.training_loss)
+    for split, prefix in (("validation", "eval"), ("test", "test")):
+        if split in encoded:
+            output = trainer.predict(encoded[split], metric_key_prefix=prefix)  # metrics and logits in one pass
+            metrics.update({k: v for k, v in output.metrics.items() if isinstance(v, (int, float))})
+            if info.problem_type != "regression":
+                metrics[f"{prefix}_report"] = class_report(output.predictions, encoded[split]["labels"], info)
+    trainable, total = count_parameters(model)
+    metrics.update(trainable_params=trainable, total_params=total, trainable_fraction=trainable / total,
+                   global_step=trainer.state.global_step, train_wall_seconds=round(wall, 3),
+                   world_size=trainer.args.world_size)
+    mean_tokens = sum(lengths) / max(len(lengths), 1)
+    metrics.update(seen_stats(trainer, resume_from, len(lengths), mean_tokens, wall))
+    if per_token:
+        metrics["train_padding_fraction"] = padding_fraction(lengths, cfg.train.batch_size, cfg.train.group_by_length,
+                                                             cfg.train.seed)
+        metrics.update(mfu_metrics(model, mean_tokens, metrics["train_tokens_per_second"], trainer.args.world_size,
+                                   cfg.train.peak_tflops))
+    in_sync = ranks_in_sync(trainer)
+    if in_sync is not None:
+        metrics["ranks_in_sync"] = in_sync
+    return metrics
 
 
 def seen_stats(trainer, resume_from, rows: int, mean_tokens: float, wall: float) -> dict:

@@ -483,10 +483,10 @@ def run(cfg):
     from collections import Counter
 
     from .config import save_yaml
-    from .finetune import class_report, load_labelled, load_tokenizer_for, make_compute_metrics, seen_stats
+    from .finetune import class_report, load_labelled, load_tokenizer_for, make_compute_metrics, run_metrics
     from .models import count_parameters
-    from .training import (RunResult, claim_output_dir, draw_run, finite_or_none, log, ranks_in_sync, save_final,
-                           start_run, train_safely, write_json, write_model_card)
+    from .training import (RunResult, claim_output_dir, draw_run, log, save_final, start_run, train_safely, write_json,
+                           write_model_card)
 
     output_dir, d, m = cfg.output_dir, cfg.data, cfg.model
     resume_from, state = start_run(cfg, m.path)
@@ -545,7 +545,7 @@ def run(cfg):
     # ---- pet
     from .finetune import build_trainer
 
-    mean_tokens = sum(len(ids) for ids in encoded["train"]["input_ids"]) / max(len(encoded["train"]), 1)
+    lengths = [len(ids) for ids in encoded["train"]["input_ids"]]
     if missing and cfg.prompt.tune != "full":
         raise ModelError(f"prompt.tune: {cfg.prompt.tune} trains an adapter on a trained LM head, but this checkpoint has "
                          f"none ({', '.join(missing)} would start at random and, tied to the embeddings, cannot be "
@@ -567,24 +567,9 @@ def run(cfg):
     start = time.perf_counter()
     train_output = train_safely(trainer, resume_from, output_dir)
     wall = time.perf_counter() - start
-    metrics.update({k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))})
-    metrics["train_loss"] = finite_or_none(train_output.training_loss)
-    for split, prefix in (("validation", "eval"), ("test", "test")):
-        if split in encoded:
-            output = trainer.predict(encoded[split], metric_key_prefix=prefix)
-            metrics.update({k: v for k, v in output.metrics.items() if isinstance(v, (int, float))})
-            metrics[f"{prefix}_report"] = class_report(output.predictions, encoded[split]["labels"], info)
-    metrics.update(trainable_params=trainable, total_params=total, trainable_fraction=trainable / total,
-                   global_step=trainer.state.global_step, train_wall_seconds=round(wall, 3), tune=cfg.prompt.tune,
-                   world_size=trainer.args.world_size)
-    metrics.update(seen_stats(trainer, resume_from, len(encoded["train"]), mean_tokens, wall))
-    from .flops import mfu_metrics
-
-    metrics.update(mfu_metrics(model, mean_tokens, metrics["train_tokens_per_second"], trainer.args.world_size,
-                               cfg.train.peak_tflops))
-    in_sync = ranks_in_sync(trainer)
-    if in_sync is not None:
-        metrics["ranks_in_sync"] = in_sync
+    metrics.update(run_metrics(cfg, trainer, train_output, encoded, info, model=model, wall=wall,
+                               resume_from=resume_from, lengths=lengths))
+    metrics["tune"] = cfg.prompt.tune
     if trainer.is_world_process_zero():
         def save(folder):
             trainer.model.save_pretrained(folder)
