@@ -146,8 +146,8 @@ class TrainConfig:
     dataloader_num_workers: int = 0
     """Worker processes for the data loader."""
     compile: bool = False
-    """torch.compile the model (TrainingArguments.torch_compile): compiling costs tens of seconds up front, so it
-    pays off only on long runs; see benchmarks/README.md."""
+    """torch.compile the model (TrainingArguments.torch_compile): compiling costs tens of seconds up front and did
+    not pay off in CPU runs of up to 160 steps; see benchmarks/README.md."""
     group_by_length: bool = False
     """Fine-tuning: batch rows of similar length together (less padding; slightly less random batches)."""
     gradient_checkpointing: bool = False
