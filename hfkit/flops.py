@@ -14,34 +14,17 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4":
                "A10": 125.0, "V100": 125.0, "T4": 65.0, "RTX 4090": 165.0, "RTX 3090": 71.0}
 
 
-def _embedding_lookups(model) -> int:
-    """Parameters of embedding tables (token, position, token type): looked up, not multiplied."""
-    import torch
-
-    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    head = output.weight if output is not None else None
-    total = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
-    return total, head
-
-
 def matmul_params(model) -> int:
-    """N: parameters that multiply each token's activations (the LM head counted once, tied or not)."""
-    lookups, head = _embedding_lookups(model)
-    seen, total = set(), 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    total -= lookups
-    if head is not None and any(head is e.weight for e in _embeddings(model)):
-        total += head.numel()  # tied output projection: a lookup table on the way in, a matmul on the way out
-    return total
-
-
-def _embeddings(model):
+    """N: parameters that multiply each token's activations: all but the embedding tables (looked up, not
+    multiplied), plus the LM head's output projection when it is tied to one of them (counted once)."""
     import torch
 
-    return [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    tables = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    total = sum(p.numel() for p in model.parameters()) - sum(t.numel() for t in tables)  # parameters() dedups ties
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if output is not None and any(output.weight is t for t in tables):
+        total += output.weight.numel()  # tied: a lookup table on the way in, a matmul on the way out
+    return total
 
 
 def flops_per_token(model, seq_len: int) -> float:

@@ -55,21 +55,19 @@ def load_prompt_run(run: Path, tokenizer, prompt=None) -> LoadedRun:
 def zero_shot_run(model_path: str, template: str, verbalizer, calibrate: bool = False, kind: str = "auto",
                   max_length: int = 128) -> LoadedRun:
     """A cloze classifier over any masked or causal LM, untrained: `hfkit predict/evaluate MODEL --template ...`."""
-    import yaml as _yaml
     from transformers import AutoTokenizer
 
     from .errors import ConfigError
-    from .models import resolve_model_path
+    from .models import check_local_model_dir, resolve_model_path
     from .prompting import detect_kind, make_prompt
 
     if isinstance(verbalizer, str):
         try:
-            verbalizer = _yaml.safe_load(verbalizer)
-        except _yaml.YAMLError:
+            verbalizer = yaml.safe_load(verbalizer)
+        except yaml.YAMLError:
             raise ConfigError("--verbalizer: not valid YAML; write e.g. '{positive: [great], negative: [terrible]}'") from None
     path = resolve_model_path(model_path)
-    if Path(path).is_file() or (not Path(path).exists() and Path(path).is_absolute()):
-        raise ModelError(f"'{model_path}' is not a model folder")
+    check_local_model_dir(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

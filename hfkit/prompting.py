@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -454,21 +455,17 @@ def apply_tune(model, cfg, kind: str):
         config = LoraConfig(task_type=task, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                             target_modules=targets or "all-linear")
     elif tune == "prompt_tuning":
+        from .finetune import model_source
+
         init = {}
         if s.init_text:
             init = dict(prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=s.init_text,
-                        tokenizer_name_or_path=cfg.tokenizer.path or model_source_path(cfg))
+                        tokenizer_name_or_path=cfg.tokenizer.path or model_source(cfg))
         config = PromptTuningConfig(task_type=task, num_virtual_tokens=s.num_virtual_tokens, **init)
     else:  # p_tuning: a prompt encoder's soft tokens before the template
         config = PromptEncoderConfig(task_type=task, num_virtual_tokens=s.num_virtual_tokens,
                                      encoder_hidden_size=s.encoder_hidden_size)
     return get_peft_model(model, config)
-
-
-def model_source_path(cfg) -> str:
-    from .models import resolve_model_path
-
-    return resolve_model_path(cfg.model.path)
 
 
 def _encode_splits(splits, prompt: Prompt, tokenizer, num_proc):
@@ -482,15 +479,19 @@ def run(cfg):
     import time
     from collections import Counter
 
+    import numpy as np
+    from transformers import EvalPrediction
+
     from .config import save_yaml
-    from .finetune import class_report, load_labelled, load_tokenizer_for, make_compute_metrics, run_metrics
+    from .finetune import (class_report, load_labelled, load_tokenizer_for, make_compute_metrics, model_source,
+                           run_metrics)
     from .models import count_parameters
     from .training import (RunResult, claim_output_dir, draw_run, log, save_final, start_run, train_safely, write_json,
                            write_model_card)
 
     output_dir, d, m = cfg.output_dir, cfg.data, cfg.model
     resume_from, state = start_run(cfg, m.path)
-    source = model_source_path(cfg)
+    source = model_source(cfg)
     with state.main_process_first():
         tokenizer = load_tokenizer_for(cfg)
         kind = detect_kind(source, tokenizer, cfg.prompt.kind, revision=m.revision, trust_remote_code=m.trust_remote_code)
@@ -529,7 +530,8 @@ def run(cfg):
                 scores = predict_scores(prompt, model, tokenizer, rows, cfg.train.eval_batch_size or cfg.train.batch_size,
                                         desc=f"Zero-shot ({split})").numpy()
                 labels = [r["labels"] for r in rows]
-                metrics.update({f"{prefix}_{k}": v for k, v in compute(_EvalPred(scores, labels)).items()})
+                computed = compute(EvalPrediction(predictions=scores, label_ids=np.asarray(labels)))
+                metrics.update({f"{prefix}_{k}": v for k, v in computed.items()})
                 metrics[f"{prefix}_samples"] = len(rows)
                 metrics[f"{prefix}_report"] = class_report(scores, labels, info)
         metrics.update(trainable_params=0, total_params=count_parameters(model)[1], trainable_fraction=0.0,
@@ -556,14 +558,9 @@ def run(cfg):
     if state.is_main_process:
         claim_output_dir(output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
         save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
-    collator = _Collator(tokenizer)
-    trainer_cls = _prompt_trainer_class()
-
-    class _Bound(trainer_cls):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, prompt=prompt, **kwargs)
-
-    trainer = build_trainer(cfg, model, tokenizer, encoded, info, output_dir, collator, trainer_cls=_Bound)
+    collator = functools.partial(Prompt.collate, tokenizer=tokenizer)
+    trainer_cls = functools.partial(_prompt_trainer_class(), prompt=prompt)
+    trainer = build_trainer(cfg, model, tokenizer, encoded, info, output_dir, collator, trainer_cls=trainer_cls)
     start = time.perf_counter()
     train_output = train_safely(trainer, resume_from, output_dir)
     wall = time.perf_counter() - start
@@ -581,23 +578,6 @@ def run(cfg):
         draw_run(trainer, output_dir, f"eval_{cfg.train.metric_for_best}")
     log(f"done: {output_dir}")
     return RunResult(output_dir=Path(output_dir), metrics=metrics, config=cfg)
-
-
-class _EvalPred:
-    def __init__(self, predictions, label_ids):
-        import numpy as np
-
-        self.predictions, self.label_ids = predictions, np.asarray(label_ids)
-
-
-class _Collator:
-    """Right-pads input_ids / attention_mask and stacks prompt_slot and labels."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def __call__(self, features):
-        return Prompt.collate(features, self.tokenizer)
 
 
 def _finish(cfg, output_dir, metrics, prompt: Prompt, write_json, write_model_card) -> None:
