@@ -70,12 +70,25 @@ def _train(kind: str, recipe: str, overrides, overwrite: bool, resume: bool, sho
     if resume:
         extra.append("train.resume=auto")
     cfg = _run(resolve, kind, recipe, extra)
-    result = _run(importlib.import_module(f"hfkit.{kind}").run, cfg)
+    try:
+        result = _run(importlib.import_module(f"hfkit.{kind}").run, cfg)
+    finally:
+        _close_process_group()
     if not _main_process():
         return
     shown = {k: result.metrics.get(k) for k in shown_keys}
     typer.echo("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items() if v is not None))
     typer.echo(f"run directory: {result.output_dir}")
+
+
+def _close_process_group() -> None:
+    """Tear down torch.distributed before the interpreter exits: left to exit-time destructors, gloo's threads
+    sometimes abort a rank ("terminate called without an active exception") after a finished run."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _version(value: bool):
