@@ -81,6 +81,11 @@ class DataConfig:
     """Processes for tokenization (None: 1)."""
     cache_dir: str | None = None
     """Where tokenized datasets are cached (default $HFKIT_CACHE or ~/.cache/hfkit)."""
+    streaming: bool = False
+    """Read data.train as a stream: tokenized and packed on the fly, split across processes, never stored whole
+    (for corpora larger than disk or RAM). Needs train.max_steps; evaluation uses data.validation only."""
+    shuffle_buffer: int = 10_000
+    """Streaming only: documents held in the shuffle buffer (shards are shuffled too; 0 keeps the file order)."""
 
 
 @dataclass
@@ -216,6 +221,14 @@ class PretrainConfig:
             problems.append("mlm.whole_word: whole-word masking applies to objective: mlm only")
         problems += _validate_data(self.data)
         problems += _validate_train(self.train)
+        if self.data.streaming:
+            if not self.train.max_steps:
+                problems.append("data.streaming: a stream has no known length; set train.max_steps")
+            if self.train.dataloader_num_workers:
+                problems.append("train.dataloader_num_workers: a streaming run tokenizes in the training process "
+                                "(the tokenizer uses its own threads); set it to 0")
+            if self.train.group_by_length:
+                problems.append("train.group_by_length: needs the whole dataset; unset it with data.streaming")
         if self.data.block_size < 8:
             problems.append(f"data.block_size: {self.data.block_size} is too small; use >= 8 (128 or 512 are usual)")
         if not self.output_dir:
@@ -237,6 +250,8 @@ def _validate_data(d: DataConfig) -> list[str]:
         problems.append("data.num_proc: must be >= 1 (or null)")
     if not d.text_column:
         problems.append("data.text_column: must name a column")
+    if d.shuffle_buffer < 0:
+        problems.append("data.shuffle_buffer: must be >= 0")
     return problems
 
 

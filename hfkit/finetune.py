@@ -19,8 +19,8 @@ from .config import FinetuneConfig, save_yaml
 from .errors import ConfigError, DataError, ModelError
 from .flops import mfu_metrics
 from .models import count_parameters, fix_loss_scaling, load_pretrained, resolve_model_path
-from .training import (RunResult, claim_output_dir, draw_run, finite_or_none, log, padding_fraction, ranks_in_sync,
-                       run_stats, save_final, start_run, steps_this_session, train_safely, training_arguments,
+from .training import (RunResult, claim_output_dir, draw_run, final_weights, finite_or_none, log, padding_fraction,
+                       ranks_in_sync, run_stats, save_final, start_run, steps_this_session, train_safely, training_arguments,
                        write_json, write_model_card)
 
 
@@ -450,8 +450,9 @@ def run(cfg: FinetuneConfig) -> RunResult:
     metrics = run_metrics(cfg, trainer, train_output, encoded, info, model=model, wall=wall, resume_from=resume_from,
                           lengths=lengths, per_token=not cached)
     metrics.update(method=cfg.method, features_cached=cached)
+    final, state_dict = final_weights(trainer)  # every rank: FSDP / ZeRO-3 gather the weights collectively
     if trainer.is_world_process_zero():
-        save_final(lambda folder: save_run(trainer.model, tokenizer, cfg, folder), output_dir)
+        save_final(lambda folder: save_run(final, tokenizer, cfg, folder, state_dict), output_dir)
         write_json(Path(output_dir) / "metrics.json", metrics)
         draw_run(trainer, output_dir, f"eval_{cfg.train.metric_for_best}")
         shown = {k: v for k, v in metrics.items() if not k.endswith("_report")}
@@ -531,19 +532,21 @@ def class_report(logits, labels, info: LabelInfo) -> dict:
     return report
 
 
-def save_run(model, tokenizer, cfg: FinetuneConfig, output_dir: str) -> None:
+def save_run(model, tokenizer, cfg: FinetuneConfig, output_dir: str, state_dict: dict | None = None) -> None:
     """Final model at the run directory's root: a full model, a PEFT adapter (+ the labelled config), or a
-    frozen backbone + head. `lora.merge` also writes a merged plain model to output_dir/merged."""
+    frozen backbone + head. `lora.merge` also writes a merged plain model to output_dir/merged.
+
+    state_dict: the full weights gathered from the ranks when they were sharded (FSDP, DeepSpeed ZeRO-3)."""
     out = Path(output_dir)
     tokenizer.save_pretrained(out)
-    if cfg.method == "frozen":
-        model.save_pretrained(out)
-        return
-    model.save_pretrained(out)
+    model.save_pretrained(out, state_dict=state_dict)
     if cfg.method in PEFT_METHODS:
         base = model.get_base_model()
         base.config.save_pretrained(out)  # the labels and problem type, for loading the adapter with peft
-        if cfg.lora.merge and cfg.method in ("lora", "ia3"):
+        if cfg.lora.merge and cfg.method in ("lora", "ia3") and state_dict is not None:
+            log("lora.merge: skipped, the weights were sharded across processes; merge the saved adapter with "
+                "peft's merge_and_unload after the run")
+        elif cfg.lora.merge and cfg.method in ("lora", "ia3"):
             merged = model.merge_and_unload()
             merged.save_pretrained(out / "merged")
             tokenizer.save_pretrained(out / "merged")

@@ -97,12 +97,18 @@ class PooledClassifier(nn.Module):
                 loss = nn.functional.cross_entropy(logits, labels.long())
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
-    def save_pretrained(self, directory: str | Path) -> None:
+    def save_pretrained(self, directory: str | Path, state_dict: dict | None = None) -> None:
+        """The backbone as a transformers model folder, the head beside it; `state_dict`: this module's full
+        weights when they were gathered from sharded ranks."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
-        self.backbone.save_pretrained(directory)
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(directory / HEAD_WEIGHTS))
+        backbone = head = None
+        if state_dict is not None:
+            backbone = {k.removeprefix("backbone."): v for k, v in state_dict.items() if k.startswith("backbone.")}
+            head = {k.removeprefix("head."): v for k, v in state_dict.items() if k.startswith("head.")}
+        self.backbone.save_pretrained(directory, state_dict=backbone)
+        save_file({k: v.contiguous() for k, v in (head or self.head.state_dict()).items()}, str(directory / HEAD_WEIGHTS))
         (directory / HEAD_CONFIG).write_text(json.dumps(self.head_config, indent=2) + "\n", encoding="utf-8")
 
     @classmethod

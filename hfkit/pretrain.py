@@ -16,7 +16,7 @@ from .errors import ConfigError, ModelError
 from .flops import mfu_metrics
 from .models import (PRESETS, count_parameters, fix_loss_scaling, head_on_masked_only, load_pretrained, max_positions,
                      preset_config, resolve_model_path)
-from .training import (RunResult, claim_output_dir, finite_or_none, log, ranks_in_sync, save_final, shared_folder,
+from .training import (RunResult, claim_output_dir, final_weights, finite_or_none, log, ranks_in_sync, save_final, shared_folder,
                        start_run, steps_this_session, train_safely, training_arguments, write_json,
                        write_model_card, run_stats, draw_run)
 
@@ -41,9 +41,17 @@ def build_tokenizer(cfg: PretrainConfig, train_texts, resume_from: str | None = 
     else:
         spec = PRESETS[m.preset]
         algorithm = choose_algorithm(t.type, spec["tokenizer"])
-        texts = train_texts if t.max_documents is None else train_texts.select(range(min(t.max_documents, len(train_texts))))
-        log(f"training a {algorithm} tokenizer (vocab {t.vocab_size}) on {len(texts):,} documents")
-        tokenizer = train_tokenizer((row["text"] for row in texts), kind=spec["kind"], family=spec["family"],
+        if cfg.data.streaming:
+            from .streaming import tokenizer_sample
+
+            texts, n = tokenizer_sample(train_texts, t.max_documents)
+            log(f"training a {algorithm} tokenizer (vocab {t.vocab_size}) on up to the stream's first {n:,} documents")
+        else:
+            rows = train_texts if t.max_documents is None else \
+                train_texts.select(range(min(t.max_documents, len(train_texts))))
+            texts = (row["text"] for row in rows)
+            log(f"training a {algorithm} tokenizer (vocab {t.vocab_size}) on {len(rows):,} documents")
+        tokenizer = train_tokenizer(texts, kind=spec["kind"], family=spec["family"],
                                     algorithm=algorithm, vocab_size=t.vocab_size, min_frequency=t.min_frequency,
                                     lowercase=t.lowercase, model_max_length=cfg.data.block_size)
         if state is not None and state.num_processes > 1:
@@ -81,9 +89,9 @@ def build_model(cfg: PretrainConfig, tokenizer):
 def build_datasets(cfg: PretrainConfig, corpus, tokenizer):
     from .data import tokenize_and_pack
 
-    lm = tokenize_and_pack(corpus, tokenizer, objective=cfg.objective, block_size=cfg.data.block_size,
-                           whole_word=cfg.mlm.whole_word, num_proc=cfg.data.num_proc, cache_dir=cfg.data.cache_dir,
-                           log=log)
+    lm = dict(tokenize_and_pack(corpus, tokenizer, objective=cfg.objective, block_size=cfg.data.block_size,
+                                whole_word=cfg.mlm.whole_word, num_proc=cfg.data.num_proc, cache_dir=cfg.data.cache_dir,
+                                log=log))
     for split, ds in lm.items():
         log(f"{split}: {len(ds):,} blocks of up to {cfg.data.block_size} tokens")
     return lm
@@ -101,10 +109,16 @@ def build_trainer(cfg: PretrainConfig, model, tokenizer, lm, collator, output_di
     from transformers import Trainer
 
     has_eval = "validation" in lm
+    # A stream starts where the checkpoint left it (streaming.py), so the Trainer must not fast-forward it.
     args = training_arguments(cfg.train, output_dir, has_eval=has_eval, remove_unused_columns=False,
-                              prediction_loss_only=True)
-    return Trainer(model=model, args=args, train_dataset=lm["train"], eval_dataset=lm.get("validation"),
-                   data_collator=collator, processing_class=tokenizer)
+                              prediction_loss_only=True, ignore_data_skip=cfg.data.streaming)
+    kwargs = dict(model=model, args=args, train_dataset=lm["train"], eval_dataset=lm.get("validation"),
+                  data_collator=collator, processing_class=tokenizer)
+    if cfg.data.streaming:
+        from .streaming import streaming_trainer
+
+        return streaming_trainer(**kwargs)
+    return Trainer(**kwargs)
 
 
 def perplexity(loss: float | None) -> float | None:
@@ -119,21 +133,36 @@ def run(cfg: PretrainConfig) -> RunResult:
 
     output_dir = cfg.output_dir
     resume_from, state = start_run(cfg, cfg.model.path)
+    streaming = cfg.data.streaming
     with state.main_process_first():  # the main process reads, trains the tokenizer and tokenizes; the rest reuse
-        corpus = load_corpus(cfg.data, seed=cfg.train.seed)
-        log(f"corpus: {len(corpus['train']):,} training documents"
-            + (f", {len(corpus['validation']):,} validation documents" if "validation" in corpus else ", no validation set"))
+        if streaming:
+            from .streaming import build_stream, load_stream_corpus
+
+            corpus = load_stream_corpus(cfg.data, seed=cfg.train.seed, rank=state.process_index,
+                                        world_size=state.num_processes, log=log)
+        else:
+            corpus = load_corpus(cfg.data, seed=cfg.train.seed)
+            log(f"corpus: {len(corpus['train']):,} training documents"
+                + (f", {len(corpus['validation']):,} validation documents" if "validation" in corpus
+                   else ", no validation set"))
         tokenizer = build_tokenizer(cfg, corpus["train"], resume_from, state)
-        lm = build_datasets(cfg, corpus, tokenizer)
+        lm = build_datasets(cfg, {k: v for k, v in corpus.items() if k != "train" or not streaming}, tokenizer)
+    position = None
+    if streaming:
+        lm["train"], position = build_stream(
+            cfg, corpus["train"], tokenizer, resume_from=resume_from, rank=state.process_index,
+            world_size=state.num_processes, blocks_per_step=cfg.train.batch_size * cfg.train.gradient_accumulation_steps)
     model = build_model(cfg, tokenizer)
     trainable, total = count_parameters(model)
     log(f"model: {type(model).__name__}, {total / 1e6:.2f}M parameters")
-    if len(lm["train"]) == 0:
+    if not streaming and len(lm["train"]) == 0:
         raise ModelError("data.train: tokenization produced no blocks")
     if state.is_main_process:
         claim_output_dir(output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
         save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
     trainer = build_trainer(cfg, model, tokenizer, lm, build_collator(cfg, tokenizer), output_dir)
+    if position is not None:
+        trainer.add_callback(position)
 
     metrics: dict = {}
     has_eval = "validation" in lm
@@ -146,8 +175,10 @@ def run(cfg: PretrainConfig) -> RunResult:
     start = time.perf_counter()
     train_output = train_safely(trainer, resume_from, output_dir)
     wall = time.perf_counter() - start
+    final, state_dict = final_weights(trainer)  # every rank: FSDP / ZeRO-3 gather the weights collectively
     if trainer.is_world_process_zero():
-        save_final(trainer.save_model, output_dir)  # model + tokenizer (processing_class) at the run directory's root
+        save_final(lambda folder: (final.save_pretrained(folder, state_dict=state_dict), tokenizer.save_pretrained(folder)),
+                   output_dir)  # model + tokenizer at the run directory's root
     metrics.update({k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))})
     metrics["train_loss"] = finite_or_none(train_output.training_loss)
     if has_eval:
@@ -156,7 +187,9 @@ def run(cfg: PretrainConfig) -> RunResult:
         metrics["perplexity"] = perplexity(final.get("eval_loss"))
         log(f"after training: eval loss {final['eval_loss']:.4f}, perplexity {metrics['perplexity']:.1f}")
     metrics.update(trainable_params=trainable, total_params=total, global_step=trainer.state.global_step,
-                   train_wall_seconds=round(wall, 3), train_blocks=len(lm["train"]), world_size=trainer.args.world_size)
+                   train_wall_seconds=round(wall, 3), world_size=trainer.args.world_size)
+    if not streaming:
+        metrics["train_blocks"] = len(lm["train"])
     t = trainer.args
     blocks = steps_this_session(trainer, resume_from) * t.per_device_train_batch_size * t.gradient_accumulation_steps \
         * t.world_size

@@ -486,8 +486,8 @@ def run(cfg):
     from .finetune import (class_report, load_labelled, load_tokenizer_for, make_compute_metrics, model_source,
                            run_metrics)
     from .models import count_parameters
-    from .training import (RunResult, claim_output_dir, draw_run, log, save_final, start_run, train_safely, write_json,
-                           write_model_card)
+    from .training import (RunResult, claim_output_dir, draw_run, final_weights, log, save_final, start_run,
+                           train_safely, write_json, write_model_card)
 
     output_dir, d, m = cfg.output_dir, cfg.data, cfg.model
     resume_from, state = start_run(cfg, m.path)
@@ -567,9 +567,10 @@ def run(cfg):
     metrics.update(run_metrics(cfg, trainer, train_output, encoded, info, model=model, wall=wall,
                                resume_from=resume_from, lengths=lengths))
     metrics["tune"] = cfg.prompt.tune
+    final, state_dict = final_weights(trainer)  # every rank: FSDP / ZeRO-3 gather the weights collectively
     if trainer.is_world_process_zero():
         def save(folder):
-            trainer.model.save_pretrained(folder)
+            final.save_pretrained(folder, state_dict=state_dict)
             tokenizer.save_pretrained(folder)
             prompt.save(folder)
 

@@ -230,6 +230,17 @@ def save_final(save: "callable", output_dir: str | Path) -> None:
     tmp.rmdir()
 
 
+def final_weights(trainer):
+    """(model, state_dict) for saving the trained model: the model without its DDP/FSDP/DeepSpeed wrapper and, when
+    its weights are sharded across ranks (FSDP, DeepSpeed ZeRO-3), the full state dict gathered on the main process
+    (None otherwise: the model holds all its weights). Every rank must call it: the gathering is a collective."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    sharded = getattr(trainer, "is_fsdp_enabled", False)
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        sharded = trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+    return model, (trainer.accelerator.get_state_dict(trainer.model) if sharded else None)
+
+
 def safety_callback():
     """A TrainerCallback that (1) on SIGTERM/SIGINT saves a checkpoint at the end of the current step and stops,
     (2) stops when a logged loss is NaN/inf, and refuses to write a checkpoint of non-finite weights."""

@@ -57,6 +57,9 @@ CASES = {
     "empty corpus after cleaning": (lambda i: pre(i["dir"])[:2] + [f"data.train={i['dir'] / 'blank.txt'}"], "no text left after dropping empty documents"),
     "malformed JSONL line": (lambda i: pre(i["dir"])[:2] + [f"data.train={i['dir'] / 'bad.jsonl'}"], "bad.jsonl' line 3 is not valid JSON"),
     "CSV without the column": (lambda i: pre(i["dir"])[:2] + [f"data.train={i['dir'] / 'body.csv'}"], "no column 'text' in the data; its columns are body"),
+    "streaming without max_steps": (lambda i: pre(i["dir"]) + ["data.streaming=true", "train.max_steps=null"], "data.streaming: a stream has no known length; set train.max_steps"),
+    "streaming an empty corpus": (lambda i: pre(i["dir"])[:2] + [f"data.train={i['dir'] / 'blank.txt'}", "data.streaming=true"], "data.train: no text left after dropping empty documents"),
+    "streaming CSV without the column": (lambda i: pre(i["dir"])[:2] + [f"data.train={i['dir'] / 'body.csv'}", "data.streaming=true"], "no column 'text' in the data; its columns are body"),
     "non-UTF-8 text": (lambda i: pre(i["dir"])[:2] + [f"data.train={i['dir'] / 'latin1.txt'}"], "latin1.txt' is not UTF-8 text"),
     "wrong type": (lambda i: pre(i["dir"]) + ["train.batch_size=abc"], "train.batch_size: expected an integer, got 'abc'"),
     "negative learning rate": (lambda i: pre(i["dir"]) + ["train.learning_rate=-0.1"], "train.learning_rate: -0.1 must be > 0"),
@@ -105,4 +108,4 @@ def test_bad_input_one_line_exit_2_outputs_untouched(name, inputs, tmp_path):
 
 
 def test_case_count():
-    assert len(CASES) == 30
+    assert len(CASES) == 33

@@ -93,17 +93,19 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path, corpus_file, tokenizer_d
 
 
 def test_crash_during_final_save_leaves_nothing_loadable(tmp_path, corpus_file, monkeypatch):
-    from transformers import AutoModelForMaskedLM, Trainer
+    from transformers import AutoModelForMaskedLM, PreTrainedModel
 
-    original = Trainer.save_model
+    from hfkit.training import FINAL_TMP
 
-    def broken_save(self, output_dir=None, _internal_call=False):
-        if _internal_call:  # checkpoints save normally; only the final save fails
-            return original(self, output_dir, _internal_call=True)
-        Path(output_dir, "model.safetensors").write_bytes(b"\x00" * 100)  # half a file, then the disk fills up
+    original = PreTrainedModel.save_pretrained
+
+    def broken_save(self, save_directory, *args, **kwargs):
+        if Path(save_directory).name != FINAL_TMP:  # checkpoints save normally; only the final save fails
+            return original(self, save_directory, *args, **kwargs)
+        Path(save_directory, "model.safetensors").write_bytes(b"\x00" * 100)  # half a file, then the disk fills up
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Trainer, "save_model", broken_save)
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", broken_save)
     out = tmp_path / "crash"
     with pytest.raises(OSError, match="No space left"):
         hfkit.pretrain(tiny_overrides("mlm", corpus_file, out, **{"train.max_steps": 4, "train.save_steps": 2}))
