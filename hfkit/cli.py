@@ -123,6 +123,10 @@ def pretrain(
       hfkit pretrain gpt2-clm-tiny data.train='docs/*.jsonl' data.text_column=body train.max_steps=500
 
       hfkit pretrain runs/bert/hfkit.yaml --resume
+
+    A corpus too big to copy, read as a stream and split across 8 processes (resumable):
+
+      torchrun --nproc_per_node 8 -m hfkit pretrain gpt2-clm-small data.streaming=true data.train='web/*.jsonl' train.max_steps=100000
     """
     _train("pretrain", recipe, overrides, overwrite, resume,
            ("perplexity_before", "perplexity", "eval_loss", "train_loss", "global_step"))

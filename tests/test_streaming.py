@@ -101,6 +101,22 @@ def test_position_resumes_exactly_where_blocks_were_consumed(tagged):
             assert position["documents"] > 0 or position["epoch"] > 0  # raw documents are skipped, not re-tokenized
         resumed = iter(stream(position))
         assert [next(resumed)["input_ids"] for _ in range(50)] == blocks[consumed:consumed + 50], consumed
+        # A checkpoint without the position file: counted from the start, re-tokenizing (slower, same blocks).
+        counted = iter(stream({"epoch": 0, "documents": 0, "first_block": 0, "blocks_consumed": consumed}))
+        assert [next(counted)["input_ids"] for _ in range(5)] == blocks[consumed:consumed + 5]
+
+
+def test_saved_positions_are_checked_against_the_checkpoint(tmp_path):
+    from hfkit.errors import ConfigError
+    from hfkit.streaming import load_position
+
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"global_step": 10}))
+    assert load_position(tmp_path, 0, 2, 8) == {"epoch": 0, "documents": 0, "first_block": 0, "blocks_consumed": 80}
+    saved = {"epoch": 1, "documents": 300, "first_block": 77, "blocks_consumed": 80, "world_size": 2, "blocks_per_step": 8}
+    (tmp_path / "stream_state-rank1.json").write_text(json.dumps(saved))
+    assert load_position(tmp_path, 1, 2, 8)["documents"] == 300
+    with pytest.raises(ConfigError, match="same"):  # resumed with 4 processes: the shares would differ
+        load_position(tmp_path, 1, 4, 8)
 
 
 def cfg(tagged, out, **train):
