@@ -49,6 +49,12 @@ def open_text_stream(d, *, seed: int, rank: int = 0, world_size: int = 1, shuffl
         # The same seed on every rank: shards (or examples) are permuted alike, so the split below is a partition.
         ds = ds.shuffle(seed=seed, buffer_size=d.shuffle_buffer)
     if world_size > 1:
+        from .training import log
+
+        shards = ds.n_shards
+        how = (f"{shards // world_size} of its {shards} shards to each" if shards % world_size == 0 else
+               f"every {world_size}th document to each (give a multiple of {world_size} files to split by file)")
+        log(f"data.train: the stream gives {how} of {world_size} processes")
         ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
     return ds
 
@@ -222,9 +228,7 @@ def load_stream_corpus(d, *, seed: int, rank: int, world_size: int, log) -> dict
     from .data import clean, load_texts
 
     out = {"train": open_text_stream(d, seed=seed, rank=rank, world_size=world_size)}
-    shards = out["train"].n_shards
-    log(f"corpus: data.train streamed ({shards} shard(s) for process {rank} of {world_size}, "
-        f"shuffle buffer {d.shuffle_buffer:,} documents)")
+    log(f"corpus: data.train streamed, shuffle buffer {d.shuffle_buffer:,} documents")
     if d.validation is not None:
         validation = clean(load_texts(d.validation, key="data.validation", text_column=d.text_column,
                                       sample_by=d.sample_by, dataset_config=d.dataset_config, hub_split="validation"),

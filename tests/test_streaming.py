@@ -193,10 +193,11 @@ def test_killed_and_resumed_streaming_run_sees_each_block_at_most_once_per_epoch
 
 
 @pytest.mark.distributed
-def test_torchrun_streaming_two_ranks(tagged, tmp_path):
+def test_accelerate_launch_streaming_two_ranks(tagged, tmp_path):
     out = tmp_path / "two"
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "hfkit", "pretrain",
+    done = subprocess.run(  # --multi_gpu with Trainer's use_cpu: DDP over gloo (`--cpu` would start one process)
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "hfkit", "pretrain",
          "gpt2-clm-tiny", f"data.train={tagged['files']}", "data.streaming=true", f"tokenizer.path={tagged['tokenizer']}",
          f"output_dir={out}", "data.block_size=16", "train.max_steps=10", "train.save_steps=10", "train.batch_size=4",
          "train.report_to=[]"], capture_output=True, text=True, timeout=600)
@@ -205,4 +206,4 @@ def test_torchrun_streaming_two_ranks(tagged, tmp_path):
     assert metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True
     states = [json.loads((out / "checkpoint-10" / f"stream_state-rank{r}.json").read_text()) for r in (0, 1)]
     assert [s["blocks_consumed"] for s in states] == [40, 40] and all(s["world_size"] == 2 for s in states)
-    assert done.stderr.count("[hfkit] done:") == 1
+    assert done.stderr.count("[hfkit] done:") == 1 and "2 of its 4 shards to each of 2 processes" in done.stderr
