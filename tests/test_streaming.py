@@ -207,3 +207,21 @@ def test_accelerate_launch_streaming_two_ranks(tagged, tmp_path):
     states = [json.loads((out / "checkpoint-10" / f"stream_state-rank{r}.json").read_text()) for r in (0, 1)]
     assert [s["blocks_consumed"] for s in states] == [40, 40] and all(s["world_size"] == 2 for s in states)
     assert done.stderr.count("[hfkit] done:") == 1 and "2 of its 4 shards to each of 2 processes" in done.stderr
+
+
+def test_streaming_mlm_trains_its_tokenizer_from_the_stream_and_learns(tmp_path, corpus_file):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    import hfkit
+    from conftest import tiny_overrides
+
+    validation = tmp_path / "validation.txt"
+    validation.write_text("\n".join(synthetic_documents(40, seed=9)) + "\n", encoding="utf-8")
+    run = hfkit.pretrain(tiny_overrides("mlm", corpus_file, tmp_path / "mlm", **{
+        "data.streaming": True, "data.validation": str(validation), "mlm.whole_word": True,
+        "tokenizer.max_documents": 200}))
+    m = run.metrics
+    assert m["global_step"] == 120 and "train_blocks" not in m  # a stream has no known size
+    assert m["perplexity"] < 0.5 * m["perplexity_before"]  # it learned the grammar
+    assert len(AutoTokenizer.from_pretrained(run.output_dir)) > 100  # trained on the stream's first 200 documents
+    AutoModelForMaskedLM.from_pretrained(run.output_dir)  # plain transformers loads it
