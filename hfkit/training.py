@@ -235,10 +235,16 @@ def final_weights(trainer):
     its weights are sharded across ranks (FSDP, DeepSpeed ZeRO-3), the full state dict gathered on the main process
     (None otherwise: the model holds all its weights). Every rank must call it: the gathering is a collective."""
     model = trainer.accelerator.unwrap_model(trainer.model)
-    sharded = getattr(trainer, "is_fsdp_enabled", False)
-    if getattr(trainer, "is_deepspeed_enabled", False):
-        sharded = trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
-    return model, (trainer.accelerator.get_state_dict(trainer.model) if sharded else None)
+    if getattr(trainer, "is_fsdp_enabled", False):  # Accelerate gathers a FULL_STATE_DICT whatever the config says
+        return model, trainer.accelerator.get_state_dict(trainer.model)
+    if getattr(trainer, "is_deepspeed_enabled", False) and \
+            trainer.deepspeed.config.get("zero_optimization", {}).get("stage") == 3:
+        # As Trainer.save_model does: the engine gathers (needs zero3_save_16bit_model: true, as our configs set);
+        # a PEFT model needs only its trainable weights.
+        if hasattr(model, "peft_config"):
+            return model, trainer.deepspeed._zero3_consolidated_16bit_state_dict(exclude_frozen_parameters=True)
+        return model, trainer.accelerator.get_state_dict(trainer.deepspeed)
+    return model, None
 
 
 def safety_callback():
