@@ -272,6 +272,17 @@ def clean(ds, min_chars: int, num_proc: int | None = None):
                      desc="Dropping empty documents")
 
 
+def load_validation(d):
+    """data.validation, cleaned (None when it is not set)."""
+    if d.validation is None:
+        return None
+    validation = clean(load_texts(d.validation, key="data.validation", text_column=d.text_column, sample_by=d.sample_by,
+                                  dataset_config=d.dataset_config, hub_split="validation"), d.min_chars, d.num_proc)
+    if len(validation) == 0:
+        raise DataError("data.validation: no text left after dropping empty documents")
+    return validation
+
+
 def load_corpus(d, seed: int):
     """Train and (optional) validation text datasets for a DataConfig."""
     from datasets import DatasetDict
@@ -281,14 +292,8 @@ def load_corpus(d, seed: int):
     if len(train) == 0:
         raise DataError(f"data.train: no text left after dropping empty documents (min_chars={d.min_chars}); "
                         "check the files and data.text_column")
-    validation = None
-    if d.validation is not None:
-        validation = clean(load_texts(d.validation, key="data.validation", text_column=d.text_column,
-                                      sample_by=d.sample_by, dataset_config=d.dataset_config, hub_split="validation"),
-                           d.min_chars, d.num_proc)
-        if len(validation) == 0:
-            raise DataError("data.validation: no text left after dropping empty documents")
-    elif d.validation_split > 0:
+    validation = load_validation(d)
+    if validation is None and d.validation_split > 0:
         n_val = max(1, round(len(train) * d.validation_split))
         if len(train) - n_val < 1:
             raise DataError(f"data.validation_split: {len(train)} document(s) are too few to hold out "

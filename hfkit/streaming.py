@@ -225,16 +225,12 @@ def streaming_trainer(**kwargs):
 # --------------------------------------------------------------------------------------------- for the recipe
 def load_stream_corpus(d, *, seed: int, rank: int, world_size: int, log) -> dict:
     """{"train": this rank's text stream, "validation": a (small, materialised) Dataset when data.validation is set}."""
-    from .data import clean, load_texts
+    from .data import load_validation
 
     out = {"train": open_text_stream(d, seed=seed, rank=rank, world_size=world_size)}
     log(f"corpus: data.train streamed, shuffle buffer {d.shuffle_buffer:,} documents")
-    if d.validation is not None:
-        validation = clean(load_texts(d.validation, key="data.validation", text_column=d.text_column,
-                                      sample_by=d.sample_by, dataset_config=d.dataset_config, hub_split="validation"),
-                           d.min_chars, d.num_proc)
-        if len(validation) == 0:
-            raise DataError("data.validation: no text left after dropping empty documents")
+    validation = load_validation(d)
+    if validation is not None:
         out["validation"] = validation
         log(f"validation: {len(validation):,} documents")
     elif d.validation_split > 0:
