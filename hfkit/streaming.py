@@ -53,7 +53,7 @@ def open_text_stream(d, *, seed: int, rank: int = 0, world_size: int = 1, shuffl
 
         shards = ds.n_shards
         how = (f"{shards // world_size} of its {shards} shards to each" if shards % world_size == 0 else
-               f"every {world_size}th document to each (give a multiple of {world_size} files to split by file)")
+               f"one document in {world_size} to each (give a multiple of {world_size} files to split by file)")
         log(f"data.train: the stream gives {how} of {world_size} processes")
         ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
     return ds

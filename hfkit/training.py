@@ -258,6 +258,7 @@ def safety_callback():
     class Safety(TrainerCallback):
         def __init__(self):
             self.signal_name: str | None = None
+            self.stopped = False  # stopped by a signal (on any rank), after saving a checkpoint
             self.bad_loss: tuple[int, float] | None = None
             self._previous: dict = {}
 
@@ -279,7 +280,18 @@ def safety_callback():
             self._previous.clear()
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            if self.signal_name:
+            stop = self.signal_name is not None
+            if args.world_size > 1 and torch.distributed.is_initialized():
+                # A signal can reach the ranks a step apart (SLURM, torchrun forwarding it): all stop at the step
+                # where the first one got it, else the others would wait forever in the next step's all-reduce.
+                # Only the reduced flag decides: a signal landing during the all-reduce counts at the next step.
+                flag = torch.tensor([int(stop)], device=args.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                stop = bool(flag.item())
+                if stop and not self.signal_name:
+                    self.signal_name = "SIGTERM/SIGINT (to another process of the run)"
+            if stop:
+                self.stopped = True
                 control.should_save = True
                 control.should_training_stop = True
             if control.should_save and model is not None and not all(
@@ -313,7 +325,8 @@ def train_safely(trainer, resume_from: str | None, output_dir: str | Path):
         where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written before it"
         raise TrainingFailed(f"the training loss became {loss} at step {step}; stopped, {where}. Lower "
                              "train.learning_rate, add warm-up (train.warmup_ratio) or use train.precision=fp32")
-    if safety.signal_name:
+    if safety.stopped:
+        trainer.accelerator.wait_for_everyone()  # every rank has written its part of the checkpoint before any exits
         kept = checkpoints(output_dir)
         raise Interrupted(f"stopped by {safety.signal_name} at step {trainer.state.global_step}; checkpoint saved "
                           f"({kept[-1] if kept else 'none'}); continue with train.resume=auto (or --resume)")

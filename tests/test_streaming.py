@@ -225,3 +225,57 @@ def test_streaming_mlm_trains_its_tokenizer_from_the_stream_and_learns(tmp_path,
     assert m["perplexity"] < 0.5 * m["perplexity_before"]  # it learned the grammar
     assert len(AutoTokenizer.from_pretrained(run.output_dir)) > 100  # trained on the stream's first 200 documents
     AutoModelForMaskedLM.from_pretrained(run.output_dir)  # plain transformers loads it
+
+
+def _rank_pids(parent: int) -> dict[int, int]:
+    """{rank: pid} of the worker processes torchrun started (Linux /proc)."""
+    from pathlib import Path
+
+    ranks = {}
+    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        env = dict(item.split("=", 1) for item in Path(f"/proc/{child}/environ").read_bytes().decode(
+            errors="replace").split("\0") if "=" in item)
+        if "RANK" in env:
+            ranks[int(env["RANK"])] = int(child)
+    return ranks
+
+
+@pytest.mark.distributed
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks through /proc")
+def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_stream_resumes(tagged, tmp_path):
+    """Preemption rarely reaches every rank in the same step: SIGTERM to rank 1 alone must stop both ranks at the
+    same step with one complete checkpoint (no hang), and a resumed 2-process stream must finish in sync."""
+    import time
+
+    out = tmp_path / "preempted"
+    common = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "hfkit", "pretrain",
+              "gpt2-clm-tiny", f"data.train={tagged['files']}", "data.streaming=true",
+              f"tokenizer.path={tagged['tokenizer']}", f"output_dir={out}", "data.block_size=16", "train.batch_size=4",
+              "train.save_steps=100000", "train.report_to=[]"]
+    proc = subprocess.Popen([*common, "train.max_steps=100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "hfkit.yaml").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(3)  # training is under way
+        os.kill(_rank_pids(proc.pid)[1], signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "stopped by SIGTERM at step" in stderr  # rank 1
+    assert "stopped by SIGTERM/SIGINT (to another process of the run) at step" in stderr  # rank 0, same step below
+    steps = {int(line.split(" at step ")[1].split(";")[0]) for line in stderr.splitlines() if "stopped by" in line}
+    assert len(steps) == 1
+    step = steps.pop()
+    checkpoint = out / f"checkpoint-{step}"
+    assert (checkpoint / "trainer_state.json").is_file()
+    assert all((checkpoint / f"stream_state-rank{r}.json").is_file() for r in (0, 1))
+
+    done = subprocess.run([*common, f"train.max_steps={step + 10}", "train.resume=auto"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == step + 10 and metrics["ranks_in_sync"] is True
