@@ -178,12 +178,14 @@ def select_columns(ds, columns: list[str], key: str, hints: dict[str, str]):
     return ds.select_columns(columns)
 
 
-def _select_text(ds, text_column: str, key: str):
-    column = text_column if text_column in ds.column_names else None
-    if column is None and set(ds.column_names) == {"text"}:
+def _select_text(ds, text_column: str, key: str, columns: list[str] | None = None):
+    """Keep the text column, renamed `text`. `columns`: the data's columns when `ds` cannot list them (a stream)."""
+    columns = columns or ds.column_names
+    column = text_column if text_column in columns else None
+    if column is None and set(columns) == {"text"}:
         column = "text"  # .txt files and builtin corpora always name their column `text`
     if column is None:
-        raise DataError(f"{key}: no column '{text_column}' in the data; its columns are {', '.join(ds.column_names)}; "
+        raise DataError(f"{key}: no column '{text_column}' in the data; its columns are {', '.join(columns)}; "
                         f"set data.text_column")
     ds = ds.select_columns([column])
     if column != "text":

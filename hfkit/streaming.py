@@ -29,7 +29,7 @@ TOKENIZER_DOCUMENTS = 100_000  # documents a tokenizer is trained on from a stre
 
 
 # --------------------------------------------------------------------------------------------- the text stream
-def open_text_stream(d, *, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+def open_text_stream(d, *, seed: int, rank: int = 0, world_size: int = 1):
     """This rank's share of data.train as a `datasets.IterableDataset` with one column, `text`, cleaned."""
     from datasets import concatenate_datasets
     from datasets.distributed import split_dataset_by_node
@@ -45,7 +45,7 @@ def open_text_stream(d, *, seed: int, rank: int = 0, world_size: int = 1, shuffl
                         "check the files and data.text_column")
     if d.max_documents is not None:
         ds = ds.take(d.max_documents)
-    if shuffle and d.shuffle_buffer > 1:
+    if d.shuffle_buffer > 1:
         # The same seed on every rank: shards (or examples) are permuted alike, so the split below is a partition.
         ds = ds.shuffle(seed=seed, buffer_size=d.shuffle_buffer)
     if world_size > 1:
@@ -83,7 +83,10 @@ def _open_part(builder: str, items: list[str], d):
 
 
 def _select_text(ds, text_column: str, builder: str, items: list[str]):
-    """Keep the text column (renamed `text`); the first row is read now so that bad files fail before training."""
+    """data._select_text on a stream, whose columns are known once its first row is read; reading it now also makes
+    bad files fail before training."""
+    from .data import _select_text as select_text
+
     try:
         first = next(iter(ds), None)
     except Exception as e:  # datasets raises parser errors of many types, lazily, while streaming
@@ -91,13 +94,7 @@ def _select_text(ds, text_column: str, builder: str, items: list[str]):
         raise DataError(f"data.train: cannot read {builder} data {', '.join(items[:3])}: {reason[:300]}") from None
     if first is None:
         raise DataError(f"data.train: {', '.join(items[:3])} holds no documents")
-    columns = list(first)
-    column = text_column if text_column in columns else ("text" if columns == ["text"] else None)
-    if column is None:
-        raise DataError(f"data.train: no column '{text_column}' in the data; its columns are {', '.join(columns)}; "
-                        "set data.text_column")
-    ds = ds.select_columns([column])
-    return ds if column == "text" else ds.rename_column(column, "text")
+    return select_text(ds, text_column, "data.train", columns=list(first))
 
 
 def tokenizer_sample(stream, max_documents: int | None):
