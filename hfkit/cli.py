@@ -341,6 +341,62 @@ def recipes(
         typer.echo(f"{path.relative_to(recipes_dir()).with_suffix('').as_posix():34s} {first}")
 
 
+@app.command()
+def env(strict: bool = typer.Option(False, "--strict", help="Exit 1 when a package is outside hfkit's tested ranges "
+                                                             "or differs from the lock.")):
+    """What to paste into a bug report: hfkit, Python, platform, torch (CUDA, devices), the Hugging Face libraries,
+    and whether they are the versions hfkit was tested with.
+
+    Each package is compared with the range hfkit declares (pyproject.toml) and, in a source checkout, with the lock
+    that `make setup` and CI install (requirements/lock.txt). A version outside the range was never run by hfkit's
+    tests; one inside it that differs from the lock probably works (`make test-latest` checks the newest).
+    """
+    import platform
+    import sys
+
+    from .versions import LOCK_FILE, report
+
+    lines = [f"hfkit: {__version__} ({Path(__file__).resolve().parent})",
+             f"python: {sys.version.split()[0]} ({sys.executable})",
+             f"platform: {platform.platform()}"]
+    try:
+        import torch
+
+        cuda = torch.version.cuda or "none (CPU build)"
+        devices = (", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+                   if torch.cuda.is_available() else "no GPU visible")
+        lines.append(f"torch device: CUDA {cuda}; {devices}; {torch.get_num_threads()} CPU threads")
+    except ImportError:
+        lines.append("torch device: torch is not installed")
+    lock_state = f"lock: {LOCK_FILE}" if LOCK_FILE.is_file() else "lock: none (not a source checkout)"
+    lines.append(lock_state)
+    rows = report()
+    width = max(len(r.name) for r in rows)
+    off = []
+    for r in rows:
+        if r.installed is None and r.declared is None:
+            continue
+        notes = []
+        if r.installed is None:
+            notes.append("not installed")
+        if r.in_range is False:
+            notes.append(f"OUTSIDE the tested range {r.declared}")
+        if r.name == "torch" and r.locked is None:
+            notes.append("per platform, not in the lock")
+        if r.matches_lock is False:
+            notes.append(f"lock has {r.locked}")
+        elif r.matches_lock:
+            notes.append("locked")
+        if r.in_range is False or r.matches_lock is False:
+            off.append(r.name)
+        lines.append(f"  {r.name:{width}s}  {r.installed or '-':12s} {r.declared or '':22s} {'; '.join(notes)}")
+    lines.append("all locked versions" if not off and LOCK_FILE.is_file() else
+                 f"differs from the tested set: {', '.join(off)}" if off else "all within hfkit's ranges")
+    typer.echo("\n".join(lines))
+    if strict and off:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 
