@@ -325,6 +325,46 @@ def apply_prompt_tuning(model, cfg, fresh):
     return get_peft_model(model, config)
 
 
+def prefix_tuning_problem(head_cls, backbone_cls) -> str | None:
+    """Why the installed PEFT cannot prefix-tune a sequence classifier of `head_cls`, or None when it can.
+
+    PEFT (0.21) hands the prefix to the classifier's forward as `past_key_values`, or else to its backbone's, and
+    looks for that parameter by name. transformers 5.24 renamed it `cache` in BERT, RoBERTa, GPT-2 and Llama, so
+    there PEFT raises at the first forward pass ("Model does not support past key values"). This is PEFT's own test,
+    asked of the classes before anything runs; tests/test_finetune.py checks it against what PEFT really does.
+    """
+    import inspect
+
+    for cls in (head_cls, backbone_cls):
+        if cls is not None and "past_key_values" in inspect.signature(cls.forward).parameters:
+            return None
+    import peft
+    import transformers
+
+    return (f"method prefix_tuning: PEFT {peft.__version__} cannot prefix-tune {head_cls.__name__} under transformers "
+            f"{transformers.__version__} (its forward no longer takes past_key_values); use method prompt_tuning, "
+            f"p_tuning, lora, ia3, full or frozen, or transformers 5.23 (the version hfkit's lock installs)")
+
+
+def check_method_supported(cfg: FinetuneConfig) -> None:
+    """Refuse, before any data or weights are read, a method that the installed libraries cannot apply."""
+    if cfg.method != "prefix_tuning":
+        return
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING, MODEL_MAPPING
+
+    m = cfg.model
+    try:
+        config = AutoConfig.from_pretrained(model_source(cfg), revision=m.revision, trust_remote_code=m.trust_remote_code)
+        head_cls = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+    except (OSError, ValueError, KeyError):
+        return  # a bad path or an unknown architecture: loading the model reports it
+    backbone_cls = MODEL_MAPPING[type(config)] if type(config) in MODEL_MAPPING else None
+    problem = prefix_tuning_problem(head_cls, backbone_cls)
+    if problem:
+        raise ConfigError(problem)
+
+
 def apply_prefix_tuning(model, cfg, fresh):
     from peft import PrefixTuningConfig, TaskType, get_peft_model
 
@@ -409,6 +449,7 @@ def run(cfg: FinetuneConfig) -> RunResult:
         from .prompting import run as run_prompted
 
         return run_prompted(cfg)
+    check_method_supported(cfg)
     output_dir = cfg.output_dir
     resume_from, state = start_run(cfg, cfg.model.path)
     with state.main_process_first():  # the main process reads and tokenizes first; the others reuse its cache

@@ -47,7 +47,17 @@ def finetune_cfg(model_dir, labelled, out, method, **extra) -> dict:
     return with_dotted(cfg, extra)
 
 
-METHODS = ["full", "frozen", "lora", "prompt_tuning", "prefix_tuning", "p_tuning", "ia3"]
+def prefix_tuning_works_here() -> bool:
+    from transformers import BertForSequenceClassification, BertModel
+
+    from hfkit.finetune import prefix_tuning_problem
+
+    return prefix_tuning_problem(BertForSequenceClassification, BertModel) is None
+
+
+# prefix_tuning is refused (test_prefix_tuning_trains_or_is_refused_in_one_line) where PEFT cannot apply it.
+METHODS = ["full", "frozen", "lora", "prompt_tuning", *(["prefix_tuning"] if prefix_tuning_works_here() else []),
+           "p_tuning", "ia3"]
 
 
 @pytest.fixture(scope="session")
@@ -99,12 +109,75 @@ def test_methods_learn_the_task(tmp_path, random_bert_dir, labelled, method, lr,
     assert result.metrics["eval_accuracy"] >= floor  # majority class: 0.5 +- 0.06
 
 
+def tiny_classifier(family: str):
+    from transformers import AutoModelForSequenceClassification
+
+    from hfkit.models import preset_config
+
+    class Vocab:  # what preset_config reads from a tokenizer
+        pad_token_id, bos_token_id, eos_token_id, cls_token_id, sep_token_id = 0, 1, 2, 1, 2
+
+        def __len__(self):
+            return 100
+
+    config = preset_config(f"{family}-tiny", Vocab())
+    config.num_labels = 2
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "llama"])
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning", "p_tuning"])
+def test_soft_prompt_support_check_agrees_with_peft(family, method):
+    """hfkit's verdict, asked before anything runs, against what the installed PEFT really does with each
+    architecture the presets build: train a step when hfkit allows the method, fail when it refuses."""
+    from peft import get_peft_model
+
+    from hfkit.finetune import METHODS as APPLY
+    from hfkit.finetune import prefix_tuning_problem
+
+    torch.manual_seed(0)
+    model = tiny_classifier(family)
+    backbone = getattr(model, model.base_model_prefix)
+    problem = prefix_tuning_problem(type(model), type(backbone)) if method == "prefix_tuning" else None
+    cfg = hfkit.load_config("finetune", {"method": method, "model": {"path": "unused"}, "data": {"train": "unused.csv"}})
+    peft_model = APPLY[method](model, cfg, [])
+    batch = {"input_ids": torch.randint(3, 100, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long),
+             "labels": torch.tensor([0, 1])}
+    if problem is None:
+        loss = peft_model(**batch).loss
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in peft_model.named_parameters()
+                   if "prompt_encoder" in n)
+    else:
+        assert type(model).__name__ in problem and "transformers" in problem and "prompt_tuning" in problem
+        with pytest.raises(ValueError, match="past key values"):
+            peft_model(**batch)
+
+
+def test_prefix_tuning_trains_or_is_refused_in_one_line(tmp_path, random_bert_dir, labelled):
+    done = subprocess.run([sys.executable, "-m", "hfkit", "finetune", "classification-prefix_tuning",
+                           f"model.path={random_bert_dir}", f"data.train={labelled / 'train.csv'}",
+                           f"output_dir={tmp_path / 'prefix'}", "train.epochs=1", "train.report_to=[]"],
+                          capture_output=True, text=True, timeout=600)
+    if prefix_tuning_works_here():
+        assert done.returncode == 0, done.stderr[-2000:]
+        from peft import PeftConfig
+
+        assert PeftConfig.from_pretrained(str(tmp_path / "prefix")).peft_type == "PREFIX_TUNING"
+    else:
+        assert done.returncode == 2, done.stderr[-2000:]
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "prefix_tuning" in errors[0] and "Traceback" not in done.stderr
+        assert not (tmp_path / "prefix").exists()  # refused before anything was written
+
+
 def test_trainable_parameter_counts(bert_runs, mlm_run):
     full = bert_runs["full"].metrics
     assert full["trainable_params"] == full["total_params"]
     frozen = bert_runs["frozen"].metrics
     assert frozen["trainable_params"] == 128 * 2 + 2  # the linear head on 128-wide pooled features, 2 labels
-    for method in ("lora", "prompt_tuning", "prefix_tuning", "p_tuning", "ia3"):
+    for method in set(METHODS) - {"full", "frozen"}:
         m = bert_runs[method].metrics
         assert 0 < m["trainable_params"] < 0.2 * m["total_params"], (method, m["trainable_params"], m["total_params"])
     assert bert_runs["ia3"].metrics["trainable_params"] < bert_runs["lora"].metrics["trainable_params"]
