@@ -25,8 +25,8 @@ from .training import (RunResult, claim_output_dir, final_weights, finite_or_non
 def build_tokenizer(cfg: PretrainConfig, train_texts, resume_from: str | None = None, state=None):
     """The tokenizer: from a checkpoint being resumed, tokenizer.path, model.path, or trained on the corpus.
 
-    In a multi-process run only the main process trains one (training is not reproducible across processes);
-    the others load it from a shared folder, which `run` lets them reach after the main process.
+    In a multi-process run only the main process trains one (the others would do the same work); the others load
+    it from a shared folder, which `run` lets them reach after the main process.
     """
     from .tokenizer import choose_algorithm, ensure_special_tokens, load_tokenizer, train_tokenizer
 
@@ -51,13 +51,16 @@ def build_tokenizer(cfg: PretrainConfig, train_texts, resume_from: str | None = 
                 train_texts.select(range(min(t.max_documents, len(train_texts))))
             texts = (row["text"] for row in rows)
             log(f"training a {algorithm} tokenizer (vocab {t.vocab_size}) on {len(rows):,} documents")
+        if algorithm == "unigram":
+            log("note: Unigram training is not reproducible across processes (the tokenizers library's trainer); "
+                "set tokenizer.path to reuse one tokenizer across runs")
         tokenizer = train_tokenizer(texts, kind=spec["kind"], family=spec["family"],
                                     algorithm=algorithm, vocab_size=t.vocab_size, min_frequency=t.min_frequency,
                                     lowercase=t.lowercase, model_max_length=cfg.data.block_size)
         if state is not None and state.num_processes > 1:
-            # Reloaded like the other ranks will, so every rank holds the same object (and the same cache key).
+            # The other ranks load this copy. A trained tokenizer comes back from save + load unchanged, so every
+            # rank has the same cache key and rank 0 saves the files a one-process run saves (no load-time keys).
             tokenizer.save_pretrained(shared_folder(cfg.output_dir, "tokenizer"))
-            tokenizer = load_tokenizer(str(shared_folder(cfg.output_dir, "tokenizer")))
     ensure_special_tokens(tokenizer, cfg.objective)
     return tokenizer
 

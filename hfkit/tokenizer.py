@@ -7,6 +7,7 @@ tokenizers have no such family class and are saved as the generic fast tokenizer
 
 from __future__ import annotations
 
+import json
 from typing import Iterable, Iterator
 
 from .errors import ModelError
@@ -36,13 +37,17 @@ def train_tokenizer(texts: Iterable[str], *, kind: str, family: str, algorithm: 
         specials = CLM_SPECIALS
     special_list = list(dict.fromkeys(specials.values()))
 
+    trainer = None
     if algorithm == "wordpiece":
-        tok = Tokenizer(models.WordPiece(unk_token=specials["unk_token"]))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase or None)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        # strip_accents None: strip when lowercasing, as BertTokenizer rebuilds it on load (True would save differently)
+        normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None)
+        pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        vocab = train_wordpiece_vocab(texts, normalizer, pre_tokenizer, vocab_size=vocab_size,
+                                      min_frequency=min_frequency, special_tokens=special_list,
+                                      show_progress=show_progress)
+        tok = Tokenizer(models.WordPiece(vocab, unk_token=specials["unk_token"]))
+        tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                            special_tokens=special_list, show_progress=show_progress)
     elif algorithm == "bpe":
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -59,9 +64,18 @@ def train_tokenizer(texts: Iterable[str], *, kind: str, family: str, algorithm: 
     else:
         raise ModelError(f"tokenizer.type: unknown algorithm '{algorithm}'")
 
-    tok.train_from_iterator(_batches(texts), trainer=trainer)
-    # Not reproducible across processes: the tokenizers library breaks ties between equally frequent merges in
-    # hash-map order, so the same corpus can give slightly different pieces. A resumed run reuses the saved one.
+    if trainer is not None:
+        # Byte-level BPE is reproducible (its alphabet is sorted); Unigram is not: tokenizers' trainer sums over
+        # words in hash-map order, so two processes can keep slightly different pieces. A resumed run reuses the
+        # saved tokenizer; tokenizer.path pins one across runs.
+        tok.train_from_iterator(_batches(texts), trainer=trainer)
+    if algorithm == "bpe":
+        # transformers' GPT2/RobertaTokenizer rebuild the BPE model on load with "" for these (the trainer leaves
+        # None): the same behaviour, but the saved files would differ between a run that trained the tokenizer and
+        # one that loaded it (every rank but the first of a multi-process run).
+        state = json.loads(tok.to_str())
+        state["model"].update(continuing_subword_prefix="", end_of_word_suffix="")
+        tok = Tokenizer.from_str(json.dumps(state))
     if tok.get_vocab_size() < len(special_list) + 10:
         raise ModelError(f"the trained tokenizer has only {tok.get_vocab_size()} tokens; the training corpus is too small")
 
@@ -79,6 +93,60 @@ def train_tokenizer(texts: Iterable[str], *, kind: str, family: str, algorithm: 
 
     wrapper = _wrapper_class(kind, family, algorithm)
     return wrapper(tokenizer_object=tok, model_max_length=model_max_length, **specials)
+
+
+def train_wordpiece_vocab(texts: Iterable[str], normalizer, pre_tokenizer, *, vocab_size: int, min_frequency: int,
+                          special_tokens: list[str], show_progress: bool = True) -> dict[str, int]:
+    """A WordPiece vocabulary (piece -> id) that is the same for the same corpus and settings in every process.
+
+    tokenizers' own WordPieceTrainer (0.23) gives the `##` continuation pieces their ids in hash-map order
+    (bpe/trainer.rs, `tokenize_words`) and breaks ties between equally frequent merges by those ids, so two runs
+    of one recipe trained different vocabularies (and so different models). Its BPE trainer is reproducible when
+    every symbol is a single character (the alphabet is sorted by code point). So the words are counted here, each
+    character after a word's first is written as a stand-in character that the corpus does not use (one per
+    character, assigned in code-point order), the BPE trainer learns the merges, and the stand-ins are read back
+    as `##` pieces. Same algorithm as WordPieceTrainer (BPE merges by frequency), only the tie order differs.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    counts: Counter = Counter()
+    for batch in _batches(texts):
+        for text in batch:
+            counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    used = {c for word in counts for c in word}
+    later = sorted({c for word in counts for c in word[1:]})
+    free = (chr(cp) for cp in (*range(0xF0000, 0xFFFFE), *range(0x100000, 0x10FFFE), *range(0xE000, 0xF900))
+            if chr(cp) not in used)  # private-use planes first: no real text
+    stand_in = dict(zip(later, free))
+    if len(stand_in) < len(later):
+        raise ModelError("tokenizer: the corpus uses too many distinct characters to train a WordPiece vocabulary")
+    table = str.maketrans(stand_in)
+    original = {v: k for k, v in stand_in.items()}
+
+    def encoded():  # every word as often as it occurs, in a fixed order
+        line: list[str] = []
+        for word, n in sorted(counts.items()):
+            line.extend([word[0] + word[1:].translate(table)] * n)
+            if len(line) >= 10_000:
+                yield " ".join(line)
+                line = []
+        if line:
+            yield " ".join(line)
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    bpe.train_from_iterator(encoded(), trainer=trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special_tokens, show_progress=show_progress))
+
+    def piece(token: str) -> str:
+        if token in special_tokens:
+            return token
+        text = "".join(original.get(c, c) for c in token)
+        return "##" + text if token[0] in original else text
+
+    return {piece(token): i for token, i in bpe.get_vocab().items()}
 
 
 def _wrapper_class(kind: str, family: str, algorithm: str):

@@ -27,6 +27,8 @@ def test_trained_tokenizer_round_trips(tmp_path, kind, family, algorithm, needed
     assert all(t in tok.get_vocab() for t in needed)
     tok.save_pretrained(tmp_path)
     again = AutoTokenizer.from_pretrained(tmp_path)
+    # Unchanged by save + load: the ranks of a multi-process run that load it hold what the first rank trained.
+    assert again.backend_tokenizer.to_str() == tok.backend_tokenizer.to_str()
     text = "the clever doctor feeds the horse ."
     assert again(text)["input_ids"] == tok(text)["input_ids"]
     assert again.decode(again(text)["input_ids"], skip_special_tokens=True).replace(" .", ".") == text.replace(" .", ".")
