@@ -48,7 +48,9 @@ test-latest:
 	$(LATEST)/bin/python -m pip install --quiet $(TORCH)
 	$(LATEST)/bin/python -m pip install --quiet -e ".[test,plots]"
 	$(LATEST)/bin/python -m hfkit.versions > $(LATEST)/unbounded.txt
-	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -r $(LATEST)/unbounded.txt
+	$(LATEST)/bin/python -m pip freeze | grep '^torch==' > $(LATEST)/keep-torch.txt
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -r $(LATEST)/unbounded.txt \
+	    -c $(LATEST)/keep-torch.txt
 	$(LATEST)/bin/python -m pip install --quiet --no-deps -r $(DATA)
 	$(LATEST)/bin/hfkit env
 	HFKIT_UNLOCKED=1 $(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
