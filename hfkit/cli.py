@@ -368,8 +368,7 @@ def env(strict: bool = typer.Option(False, "--strict", help="Exit 1 when a packa
         lines.append(f"torch device: CUDA {cuda}; {devices}; {torch.get_num_threads()} CPU threads")
     except ImportError:
         lines.append("torch device: torch is not installed")
-    lock_state = f"lock: {LOCK_FILE}" if LOCK_FILE.is_file() else "lock: none (not a source checkout)"
-    lines.append(lock_state)
+    lines.append(f"lock: {LOCK_FILE}" if LOCK_FILE.is_file() else "lock: none (not a source checkout)")
     rows = report()
     width = max(len(r.name) for r in rows)
     off = []

@@ -99,18 +99,5 @@ def unbounded_requirements(extras: tuple[str, ...] = ("test", "plots")) -> list[
     return out
 
 
-def lock_problems() -> list[str]:
-    """Installed core packages that are outside hfkit's ranges or differ from the lock (when there is one)."""
-    problems = []
-    for row in report(extras=()):
-        if row.installed is None:
-            continue
-        if row.in_range is False:
-            problems.append(f"{row.name} {row.installed} is outside hfkit's tested range {row.declared}")
-        elif row.matches_lock is False:
-            problems.append(f"{row.name} {row.installed} is not the locked {row.locked}")
-    return problems
-
-
 if __name__ == "__main__":  # `python -m hfkit.versions`: the unbounded requirements, one a line (make test-latest)
     print("\n".join(unbounded_requirements()))
