@@ -49,7 +49,7 @@ def build_tokenizer(cfg: PretrainConfig, train_texts, resume_from: str | None = 
         else:
             rows = train_texts if t.max_documents is None else \
                 train_texts.select(range(min(t.max_documents, len(train_texts))))
-            texts = (row["text"] for row in rows)
+            texts = rows["text"]  # a column: read lazily, and more than once by the WordPiece trainer
             log(f"training a {algorithm} tokenizer (vocab {t.vocab_size}) on {len(rows):,} documents")
         if algorithm == "unigram":
             log("note: Unigram training is not reproducible across processes (the tokenizers library's trainer); "

@@ -44,7 +44,7 @@ def train_tokenizer(texts: Iterable[str], *, kind: str, family: str, algorithm: 
         pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         vocab = train_wordpiece_vocab(texts, normalizer, pre_tokenizer, vocab_size=vocab_size,
                                       min_frequency=min_frequency, special_tokens=special_list,
-                                      show_progress=show_progress)
+                                      unk_token=specials["unk_token"], show_progress=show_progress)
         tok = Tokenizer(models.WordPiece(vocab, unk_token=specials["unk_token"]))
         tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
         tok.decoder = decoders.WordPiece()
@@ -96,57 +96,44 @@ def train_tokenizer(texts: Iterable[str], *, kind: str, family: str, algorithm: 
 
 
 def train_wordpiece_vocab(texts: Iterable[str], normalizer, pre_tokenizer, *, vocab_size: int, min_frequency: int,
-                          special_tokens: list[str], show_progress: bool = True) -> dict[str, int]:
+                          special_tokens: list[str], unk_token: str, show_progress: bool = True) -> dict[str, int]:
     """A WordPiece vocabulary (piece -> id) that is the same for the same corpus and settings in every process.
 
-    tokenizers' own WordPieceTrainer (0.23) gives the `##` continuation pieces their ids in hash-map order
-    (bpe/trainer.rs, `tokenize_words`) and breaks ties between equally frequent merges by those ids, so two runs
-    of one recipe trained different vocabularies (and so different models). Its BPE trainer is reproducible when
-    every symbol is a single character (the alphabet is sorted by code point). So the words are counted here, each
-    character after a word's first is written as a stand-in character that the corpus does not use (one per
-    character, assigned in code-point order), the BPE trainer learns the merges, and the stand-ins are read back
-    as `##` pieces. Same algorithm as WordPieceTrainer (BPE merges by frequency), only the tie order differs.
+    tokenizers' WordPieceTrainer (0.23) gives each `##x` continuation symbol its id when it first meets it while
+    walking a hash map of words (bpe/trainer.rs, `tokenize_words`), in a different order in every process, and
+    breaks ties between equally frequent merges by those ids: two runs of one recipe trained different
+    vocabularies. Symbols that are already in its vocabulary keep their ids, and special tokens are put there
+    first, in the order given. So every `##x` the corpus can produce is handed to it as a special token, sorted;
+    then nothing is left to hash order. The pieces are the trainer's own; only the ids (and so the tie order)
+    differ from an unpinned run. `texts` is read twice: pass a list or a datasets column, not a generator, to
+    keep a large corpus out of memory.
     """
-    from collections import Counter
+    from tokenizers import Tokenizer, models, trainers
 
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    counts: Counter = Counter()
-    for batch in _batches(texts):
-        for text in batch:
-            counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
-    used = {c for word in counts for c in word}
-    later = sorted({c for word in counts for c in word[1:]})
-    free = (chr(cp) for cp in (*range(0xF0000, 0xFFFFE), *range(0x100000, 0x10FFFE), *range(0xE000, 0xF900))
-            if chr(cp) not in used)  # private-use planes first: no real text
-    stand_in = dict(zip(later, free))
-    if len(stand_in) < len(later):
-        raise ModelError("tokenizer: the corpus uses too many distinct characters to train a WordPiece vocabulary")
-    table = str.maketrans(stand_in)
-    original = {v: k for k, v in stand_in.items()}
-
-    def encoded():  # every word as often as it occurs, in a fixed order
-        line: list[str] = []
-        for word, n in sorted(counts.items()):
-            line.extend([word[0] + word[1:].translate(table)] * n)
-            if len(line) >= 10_000:
-                yield " ".join(line)
-                line = []
-        if line:
-            yield " ".join(line)
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    bpe.train_from_iterator(encoded(), trainer=trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special_tokens, show_progress=show_progress))
-
-    def piece(token: str) -> str:
-        if token in special_tokens:
-            return token
-        text = "".join(original.get(c, c) for c in token)
-        return "##" + text if token[0] in original else text
-
-    return {piece(token): i for token, i in bpe.get_vocab().items()}
+    if iter(texts) is texts:  # a one-shot iterator (a stream's first documents)
+        texts = list(texts)
+    chunks: set[str] = set()
+    for text in texts:
+        chunks.update(text.split())
+    later: set[str] = set()  # characters seen after the first of a word, after normalising and splitting
+    for chunk in chunks:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(chunk)):
+            later.update(word[1:])
+    while True:
+        pinned = [f"##{c}" for c in sorted(later)]
+        tok = Tokenizer(models.WordPiece(unk_token=unk_token))
+        tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
+        tok.train_from_iterator(_batches(texts), trainer=trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special_tokens + pinned,
+            show_progress=show_progress))
+        vocab = tok.get_vocab()
+        # A character that only joins a word once the whole text is normalised (a control character removed
+        # between two words) was not seen above: pin it too and train again.
+        missed = {piece[2:] for piece in vocab if len(piece) == 3 and piece.startswith("##")} - later
+        if not missed:
+            break
+        later |= missed
+    return vocab
 
 
 def _wrapper_class(kind: str, family: str, algorithm: str):

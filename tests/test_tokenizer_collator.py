@@ -87,3 +87,17 @@ def test_causal_collator_pads_without_hiding_eos():
     assert batch["labels"].tolist() == [[5, 0, 6, 7], [8, 0, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
 
+
+
+def test_wordpiece_pins_a_continuation_seen_only_after_normalising_the_whole_text():
+    # '\x1c' splits "ab\x1cq" for str.split but BertNormalizer deletes it, so 'q' follows 'b' only in the full text.
+    docs = synthetic_documents(50) + ["the ab\x1cq dog ."] * 3
+    tok = train_tokenizer(docs, kind="mlm", family="bert", algorithm="wordpiece", vocab_size=120, min_frequency=1,
+                          show_progress=False)
+    vocab = tok.get_vocab()
+    assert "##q" in vocab
+    # Every single-character continuation is pinned: ids right after the 5 specials, in character order (one left
+    # to the trainer would get its id later, in hash order).
+    singles = sorted((i, piece) for piece, i in vocab.items() if len(piece) == 3 and piece.startswith("##"))
+    assert [i for i, _ in singles] == list(range(5, 5 + len(singles)))
+    assert [piece for _, piece in singles] == sorted(piece for _, piece in singles)
