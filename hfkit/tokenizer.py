@@ -45,6 +45,7 @@ def train_tokenizer(texts: Iterable[str], *, kind: str, family: str, algorithm: 
         vocab = train_wordpiece_vocab(texts, normalizer, pre_tokenizer, vocab_size=vocab_size,
                                       min_frequency=min_frequency, special_tokens=special_list,
                                       unk_token=specials["unk_token"], show_progress=show_progress)
+        # A fresh tokenizer over the trained vocabulary: the trainer's own holds the pinned `##x` as special tokens.
         tok = Tokenizer(models.WordPiece(vocab, unk_token=specials["unk_token"]))
         tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
         tok.decoder = decoders.WordPiece()
