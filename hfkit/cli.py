@@ -389,8 +389,10 @@ def env(strict: bool = typer.Option(False, "--strict", help="Exit 1 when a packa
         if r.in_range is False or r.matches_lock is False:
             off.append(r.name)
         lines.append(f"  {r.name:{width}s}  {r.installed or '-':12s} {r.declared or '':22s} {'; '.join(notes)}")
-    lines.append("all locked versions" if not off and LOCK_FILE.is_file() else
-                 f"differs from the tested set: {', '.join(off)}" if off else "all within hfkit's ranges")
+    if off:
+        lines.append(f"differs from the tested set: {', '.join(off)}")
+    else:
+        lines.append("all locked versions" if LOCK_FILE.is_file() else "all within hfkit's ranges")
     typer.echo("\n".join(lines))
     if strict and off:
         raise typer.Exit(1)

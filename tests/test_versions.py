@@ -47,8 +47,8 @@ def test_installed_versions_lie_inside_the_declared_ranges():
 @pytest.mark.skipif(os.environ.get("HFKIT_UNLOCKED") == "1", reason="make test-latest installs the newest releases")
 def test_installed_versions_are_the_locked_ones():
     lock = read_lock(LOCK_FILE)
-    differ = {name: (installed_version(name), pinned) for name, pinned in lock.items()
-              if installed_version(name) != pinned}
+    installed = {name: installed_version(name) for name in lock}
+    differ = {name: (installed[name], pinned) for name, pinned in lock.items() if installed[name] != pinned}
     assert not differ, f"installed (found, locked): {differ}; run `make setup` to reinstall from the lock"
 
 
