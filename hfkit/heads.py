@@ -1,8 +1,10 @@
-"""Frozen feature extraction: a backbone (AutoModel) whose pooled features feed a small trained head.
+"""Frozen feature extraction: a backbone (AutoModel) whose features (pooled per text, or per token) feed a small
+trained head.
 
 When no backbone layer trains, its features are computed once (`extract_features`) and the head trains on
 them, so each epoch costs a pass over a small MLP instead of the transformer.
-Saved as the backbone in plain transformers format plus `classifier_head.safetensors` / `classifier_head.json`.
+Saved as the backbone in plain transformers format plus `classifier_head.safetensors` / `classifier_head.json`
+(whose `kind` says which head).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
 HEAD_WEIGHTS = "classifier_head.safetensors"
 HEAD_CONFIG = "classifier_head.json"
@@ -37,12 +39,17 @@ def transformer_layers(backbone) -> nn.ModuleList | None:
     return max(lists, key=len) if lists else None
 
 
-class PooledClassifier(nn.Module):
+class FrozenBackbone(nn.Module):
+    """A backbone (AutoModel) and a small head on its features; subclasses say which features and which loss."""
+
+    kind = ""
+    output_cls = SequenceClassifierOutput
+
     def __init__(self, backbone, *, num_labels: int, problem_type: str, pooling: str = "mean", head: str = "linear",
                  hidden_size: int = 256, dropout: float = 0.1, id2label: dict | None = None):
         super().__init__()
         self.backbone = backbone
-        self.head_config = dict(pooling=pooling, head=head, hidden_size=hidden_size, dropout=dropout,
+        self.head_config = dict(kind=self.kind, pooling=pooling, head=head, hidden_size=hidden_size, dropout=dropout,
                                 num_labels=num_labels, problem_type=problem_type,
                                 id2label={str(k): v for k, v in (id2label or {}).items()})
         self.head = ClassifierHead(backbone.config.hidden_size, num_labels, head, hidden_size, dropout)
@@ -74,28 +81,21 @@ class PooledClassifier(nn.Module):
             self.backbone.eval()  # fixed features: no dropout in a backbone that does not train
         return self
 
-    def features(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+    def hidden(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        if self.head_config["pooling"] == "cls" or attention_mask is None:
-            return hidden[:, 0]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+
+    def features(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, logits, labels):
+        raise NotImplementedError
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, features=None, labels=None, **kwargs):
         if features is None:
             features = self.features(input_ids, attention_mask, token_type_ids)
         logits = self.head(features.to(self.head.net[-1].weight.dtype))
-        loss = None
-        if labels is not None:
-            problem = self.head_config["problem_type"]
-            if problem == "regression":
-                loss = nn.functional.mse_loss(logits.squeeze(-1), labels.float())
-            elif problem == "multi_label_classification":
-                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
-            else:
-                loss = nn.functional.cross_entropy(logits, labels.long())
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return self.output_cls(loss=None if labels is None else self.loss(logits, labels), logits=logits)
 
     def save_pretrained(self, directory: str | Path, state_dict: dict | None = None) -> None:
         """The backbone as a transformers model folder, the head beside it; `state_dict`: this module's full
@@ -111,24 +111,93 @@ class PooledClassifier(nn.Module):
         save_file({k: v.contiguous() for k, v in (head or self.head.state_dict()).items()}, str(directory / HEAD_WEIGHTS))
         (directory / HEAD_CONFIG).write_text(json.dumps(self.head_config, indent=2) + "\n", encoding="utf-8")
 
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "PooledClassifier":
-        from safetensors.torch import load_file
-        from transformers import AutoModel
 
-        directory = Path(directory)
-        config = json.loads((directory / HEAD_CONFIG).read_text(encoding="utf-8"))
-        model = cls(AutoModel.from_pretrained(directory), num_labels=config["num_labels"],
-                    problem_type=config["problem_type"], pooling=config["pooling"], head=config["head"],
-                    hidden_size=config["hidden_size"], dropout=config["dropout"], id2label=config["id2label"])
-        model.head.load_state_dict(load_file(str(directory / HEAD_WEIGHTS)))
-        return model.eval()
+class PooledClassifier(FrozenBackbone):
+    """One label (or score) per text, from the mean or first-token pooled features."""
+
+    kind = "sequence"
+
+    def features(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        hidden = self.hidden(input_ids, attention_mask, token_type_ids)
+        if self.head_config["pooling"] == "cls" or attention_mask is None:
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def loss(self, logits, labels):
+        problem = self.head_config["problem_type"]
+        if problem == "regression":
+            return nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+        if problem == "multi_label_classification":
+            return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+        return nn.functional.cross_entropy(logits, labels.long())
+
+
+class TokenClassifier(FrozenBackbone):
+    """One tag per token, from that token's last hidden state; labels -100 are ignored."""
+
+    kind = "token"
+    output_cls = TokenClassifierOutput
+
+    def features(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        return self.hidden(input_ids, attention_mask, token_type_ids)
+
+    def loss(self, logits, labels):
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).long(),
+                                           ignore_index=-100)
+
+
+FROZEN_KINDS = {cls.kind: cls for cls in (PooledClassifier, TokenClassifier)}
+
+
+def load_frozen(directory: str | Path) -> FrozenBackbone:
+    """A saved frozen-backbone model (runs written before `kind` was recorded are sequence classifiers)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    directory = Path(directory)
+    config = json.loads((directory / HEAD_CONFIG).read_text(encoding="utf-8"))
+    cls = FROZEN_KINDS[config.get("kind", "sequence")]
+    model = cls(AutoModel.from_pretrained(directory), num_labels=config["num_labels"],
+                problem_type=config["problem_type"], pooling=config["pooling"], head=config["head"],
+                hidden_size=config["hidden_size"], dropout=config["dropout"], id2label=config["id2label"])
+    model.head.load_state_dict(load_file(str(directory / HEAD_WEIGHTS)))
+    return model.eval()
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Cached backbone features and labels, in memory: rows of {"features": [H] or [L, H], "labels": ...}."""
+
+    def __init__(self, features: list, labels: list):
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"features": self.features[i], "labels": self.labels[i]}
+
+
+def feature_collator(rows: list[dict]) -> dict:
+    """Stack pooled features; pad per-token features with zeros and their labels with -100."""
+    first = rows[0]["features"]
+    if first.dim() == 1:
+        labels = torch.tensor([r["labels"] for r in rows])
+        return {"features": torch.stack([r["features"] for r in rows]), "labels": labels}
+    length = max(r["features"].shape[0] for r in rows)
+    features = torch.zeros(len(rows), length, first.shape[-1], dtype=first.dtype)
+    labels = torch.full((len(rows), length), -100, dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = r["features"].shape[0]
+        features[i, :n] = r["features"]
+        labels[i, :n] = torch.tensor(r["labels"][:n])
+    return {"features": features, "labels": labels}
 
 
 @torch.no_grad()
-def extract_features(model: PooledClassifier, encoded, collator, batch_size: int = 64):
-    """Each split's pooled backbone features, computed once (batches sorted by length: little padding)."""
-    from datasets import Dataset, DatasetDict
+def extract_features(model: FrozenBackbone, encoded, collator, batch_size: int = 64) -> dict:
+    """Each split's backbone features (pooled, or per token trimmed to the row's length), computed once, as a
+    FeatureDataset; batches sorted by length for little padding."""
     from tqdm.auto import tqdm
 
     model.eval()
@@ -137,11 +206,13 @@ def extract_features(model: PooledClassifier, encoded, collator, batch_size: int
         columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in ds.column_names]
         rows = ds.select_columns(columns).to_list()
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-        features = torch.empty(len(rows), model.backbone.config.hidden_size)
+        features: list = [None] * len(rows)
         for start in tqdm(range(0, len(order), batch_size), desc=f"Frozen features ({split})"):
             idx = order[start:start + batch_size]
             batch = collator([rows[i] for i in idx])
             batch = {k: v.to(model.backbone.device) for k, v in batch.items() if k in columns}
-            features[idx] = model.features(**batch).float().cpu()
-        out[split] = Dataset.from_dict({"features": features.numpy(), "labels": list(ds["labels"])})
-    return DatasetDict(out)
+            computed = model.features(**batch).float().cpu()
+            for j, i in enumerate(idx):
+                features[i] = computed[j] if computed.dim() == 2 else computed[j, :len(rows[i]["input_ids"])].clone()
+        out[split] = FeatureDataset(features, list(ds["labels"]))
+    return out

@@ -17,3 +17,13 @@ def classification_metric(config_name: str):
     import evaluate
 
     return evaluate.load(str(MODULE), config_name)
+
+
+SEQEVAL_MODULE = Path(__file__).resolve().parent / "metric_modules" / "hfkit_seqeval.py"
+
+
+def sequence_metric(config_name: str):
+    """config_name: iob2 (entity-level, strict) | tags (per-tag, e.g. part-of-speech)."""
+    import evaluate
+
+    return evaluate.load(str(SEQEVAL_MODULE), config_name)

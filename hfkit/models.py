@@ -223,3 +223,31 @@ def head_on_masked_only(model) -> bool:
 
     model.forward = types.MethodType(forward, model)
     return True
+
+
+# --------------------------------------------------------------------------------------------- fine-tuning models
+def load_head_model(auto_cls, cfg, tokenizer, **head):
+    """(model, fresh) for fine-tuning: `cfg.model` loaded as `auto_cls` with the task's `head` settings (num_labels,
+    id2label, ...); `fresh` lists the modules the checkpoint lacks, initialised at random here on *every* load, so an
+    adapter must train and save them. Pads with the tokenizer's pad token; grows the embeddings to its vocabulary."""
+    m = cfg.model
+    model, loading = load_pretrained(auto_cls, resolve_model_path(m.path), revision=m.revision,
+                                     trust_remote_code=m.trust_remote_code, attn_implementation=m.attn_implementation,
+                                     random_init=m.random_init, output_loading_info=True, **head, **m.overrides)
+    fresh = sorted({key.rsplit(".", 1)[0] for key in loading.get("missing_keys", [])})
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id  # GPT-style models find the last real token by it
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    fix_loss_scaling(model)
+    return model, fresh
+
+
+def load_backbone(cfg):
+    """`cfg.model` as a bare AutoModel (no head), for a frozen backbone."""
+    from transformers import AutoModel
+
+    m = cfg.model
+    return load_pretrained(AutoModel, resolve_model_path(m.path), revision=m.revision,
+                           trust_remote_code=m.trust_remote_code, attn_implementation=m.attn_implementation,
+                           random_init=m.random_init, **m.overrides)

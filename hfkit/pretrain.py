@@ -16,9 +16,8 @@ from .errors import ConfigError, ModelError
 from .flops import mfu_metrics
 from .models import (PRESETS, count_parameters, fix_loss_scaling, head_on_masked_only, load_pretrained, max_positions,
                      preset_config, resolve_model_path)
-from .training import (RunResult, claim_output_dir, final_weights, finite_or_none, log, ranks_in_sync, save_final, shared_folder,
-                       start_run, steps_this_session, train_safely, training_arguments, write_json,
-                       write_model_card, run_stats, draw_run)
+from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, log, ranks_in_sync, run_stats,
+                       shared_folder, start_run, steps_this_session, train_safely, training_arguments)
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -178,10 +177,6 @@ def run(cfg: PretrainConfig) -> RunResult:
     start = time.perf_counter()
     train_output = train_safely(trainer, resume_from, output_dir)
     wall = time.perf_counter() - start
-    final, state_dict = final_weights(trainer)  # every rank: FSDP / ZeRO-3 gather the weights collectively
-    if trainer.is_world_process_zero():
-        save_final(lambda folder: (final.save_pretrained(folder, state_dict=state_dict), tokenizer.save_pretrained(folder)),
-                   output_dir)  # model + tokenizer at the run directory's root
     metrics.update({k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))})
     metrics["train_loss"] = finite_or_none(train_output.training_loss)
     if has_eval:
@@ -203,19 +198,18 @@ def run(cfg: PretrainConfig) -> RunResult:
     if in_sync is not None:
         metrics["ranks_in_sync"] = in_sync
 
-    if trainer.is_world_process_zero():
-        write_json(Path(output_dir) / "metrics.json", metrics)
-        draw_run(trainer, output_dir)
-        auto = "AutoModelForMaskedLM" if cfg.objective == "mlm" else "AutoModelForCausalLM"
-        source = f"preset {cfg.model.preset} (from scratch)" if cfg.model.preset else f"continued from {cfg.model.path}"
-        write_model_card(
-            output_dir, title=f"{Path(output_dir).name}: {cfg.objective.upper()} pretraining",
-            lines=[f"objective: {cfg.objective}", f"model: {type(model).__name__}, {source}",
-                   f"data: {cfg.data.train}", f"block size {cfg.data.block_size}, {trainer.state.global_step} steps"],
-            metrics=metrics,
-            load_snippet=(f"from transformers import {auto}, AutoTokenizer\n"
-                          f"model = {auto}.from_pretrained('{output_dir}')\n"
-                          f"tokenizer = AutoTokenizer.from_pretrained('{output_dir}')"),
-        )
-    log(f"done: {output_dir}")
+    auto = "AutoModelForMaskedLM" if cfg.objective == "mlm" else "AutoModelForCausalLM"
+    source = f"preset {cfg.model.preset} (from scratch)" if cfg.model.preset else f"continued from {cfg.model.path}"
+    card = (f"{Path(output_dir).name}: {cfg.objective.upper()} pretraining",
+            [f"objective: {cfg.objective}", f"model: {type(model).__name__}, {source}", f"data: {cfg.data.train}",
+             f"block size {cfg.data.block_size}, {trainer.state.global_step} steps"],
+            f"from transformers import {auto}, AutoTokenizer\n"
+            f"model = {auto}.from_pretrained('{output_dir}')\n"
+            f"tokenizer = AutoTokenizer.from_pretrained('{output_dir}')")
+
+    def save(final, state_dict, folder):  # model + tokenizer at the run directory's root
+        final.save_pretrained(folder, state_dict=state_dict)
+        tokenizer.save_pretrained(folder)
+
+    finish_run(trainer, output_dir, save=save, metrics=metrics, card=card)
     return RunResult(output_dir=Path(output_dir), metrics=metrics, config=cfg)

@@ -17,7 +17,9 @@
   are averaged to p_cf, and logits become log softmax(scores) - log p_cf, so labels the prompt alone favours lose
   their head start. Meant for zero-shot.
 * Training (`method: pet`): cross-entropy over the label scores, through the model's own LM head; with
-  prompt.tune = full, lora, prompt_tuning or p_tuning deciding which weights learn.
+  prompt.tune = full, lora, prompt_tuning or p_tuning deciding which weights learn. The cloze is a head of the
+  classification task (tasks/classification.py: Cloze); this module only turns rows into prompts and LM outputs
+  into label scores.
 """
 
 from __future__ import annotations
@@ -405,7 +407,7 @@ def predict_scores(prompt: Prompt, model, tokenizer, rows: list[dict], batch_siz
 
 
 # --------------------------------------------------------------------------------------------- training (PET)
-def _prompt_trainer_class():
+def prompt_trainer_class():
     from transformers import Trainer
 
     class PromptTrainer(Trainer):
@@ -429,182 +431,3 @@ def _prompt_trainer_class():
             return (loss, {"logits": scores}) if return_outputs else loss
 
     return PromptTrainer
-
-
-def apply_tune(model, cfg, kind: str):
-    """Make the weights that learn the cloze trainable: all, LoRA adapters or a soft prompt (adapters need a
-    checkpoint with its LM head; `run` refuses the others)."""
-    tune = cfg.prompt.tune
-    if tune == "full":
-        for p in model.parameters():
-            p.requires_grad = True
-        return model
-    from peft import LoraConfig, PromptEncoderConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
-
-    task = TaskType.CAUSAL_LM if kind == "clm" else TaskType.FEATURE_EXTRACTION
-    s = cfg.soft_prompt
-    if tune == "lora":
-        from .finetune import linear_module_names
-
-        targets = cfg.lora.target_modules
-        if targets:
-            absent = [t for t in targets if t not in linear_module_names(model)]
-            if absent:
-                raise ConfigError(f"lora.target_modules: {', '.join(absent)} not in this model; its linear layers are "
-                                  f"{', '.join(linear_module_names(model))}")
-        config = LoraConfig(task_type=task, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                            target_modules=targets or "all-linear")
-    elif tune == "prompt_tuning":
-        from .finetune import model_source
-
-        init = {}
-        if s.init_text:
-            init = dict(prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=s.init_text,
-                        tokenizer_name_or_path=cfg.tokenizer.path or model_source(cfg))
-        config = PromptTuningConfig(task_type=task, num_virtual_tokens=s.num_virtual_tokens, **init)
-    else:  # p_tuning: a prompt encoder's soft tokens before the template
-        config = PromptEncoderConfig(task_type=task, num_virtual_tokens=s.num_virtual_tokens,
-                                     encoder_hidden_size=s.encoder_hidden_size)
-    return get_peft_model(model, config)
-
-
-def _encode_splits(splits, prompt: Prompt, tokenizer, num_proc):
-    columns = splits[next(iter(splits))].column_names
-    return splits.map(lambda row: prompt.encode(row, tokenizer), num_proc=num_proc, desc="Prompting",
-                      remove_columns=[c for c in columns if c != "labels"])
-
-
-def run(cfg):
-    """`hfkit finetune` with method pet (train the cloze) or zero_shot (only evaluate it)."""
-    import time
-    from collections import Counter
-
-    import numpy as np
-    from transformers import EvalPrediction
-
-    from .config import save_yaml
-    from .finetune import (class_report, load_labelled, load_tokenizer_for, make_compute_metrics, model_source,
-                           run_metrics)
-    from .models import count_parameters
-    from .training import (RunResult, claim_output_dir, draw_run, final_weights, log, save_final, start_run,
-                           train_safely, write_json, write_model_card)
-
-    output_dir, d, m = cfg.output_dir, cfg.data, cfg.model
-    resume_from, state = start_run(cfg, m.path)
-    source = model_source(cfg)
-    with state.main_process_first():
-        tokenizer = load_tokenizer_for(cfg)
-        kind = detect_kind(source, tokenizer, cfg.prompt.kind, revision=m.revision, trust_remote_code=m.trust_remote_code)
-        extra = {"method": cfg.method, "base_model": source, "text_column": d.text_column,
-                 "text_pair_column": d.text_pair_column, "label_column": d.label_column}
-        prompt = make_prompt(cfg.prompt.template, cfg.prompt.verbalizer, tokenizer, kind, d.max_length,
-                             aliases={"text": d.text_column, "text_pair": d.text_pair_column}, extra=extra)
-        splits, info = load_labelled(cfg, names=prompt.labels, columns=prompt.template.columns)
-        encoded = _encode_splits(splits, prompt, tokenizer, d.num_proc)
-    log(f"prompt ({kind}): {prompt.template.render({c: '<' + c + '>' for c in prompt.template.columns}, '<slot>')!r}; "
-        + "; ".join(f"{label}: {', '.join(words)}" for label, words in zip(prompt.labels, prompt.verbalizer.words)))
-    if "train" in splits:
-        counts = Counter(splits["train"]["labels"])
-        log(f"data: {len(splits['train']):,} training rows ("
-            + ", ".join(f"{info.names[k]} {v}" for k, v in sorted(counts.items())) + ")"
-            + "".join(f", {len(ds):,} {name} rows" for name, ds in splits.items() if name != "train"))
-    model, missing = load_lm(source, kind, revision=m.revision, trust_remote_code=m.trust_remote_code,
-                             attn_implementation=m.attn_implementation, random_init=m.random_init, **m.overrides)
-    if missing:
-        log(f"warning: the checkpoint has no trained weights for {', '.join(missing)} (initialised at random): "
-            + ("zero-shot scores from it are noise" if cfg.method == "zero_shot" else "PET must learn them"))
-    if model.get_input_embeddings().num_embeddings < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
-    metrics: dict = {"method": cfg.method, "prompt_kind": kind}
-    compute = make_compute_metrics(info)
-
-    if cfg.method == "zero_shot":
-        if cfg.prompt.calibrate:
-            prompt.calibration = prompt.content_free_log_probs(model, tokenizer)
-            log("calibration: content-free label probabilities "
-                + ", ".join(f"{n} {math.exp(v):.3f}" for n, v in zip(prompt.labels, prompt.calibration)))
-        start = time.perf_counter()
-        for split, prefix in (("validation", "eval"), ("test", "test")):
-            if split in splits:
-                rows = splits[split].to_list()
-                scores = predict_scores(prompt, model, tokenizer, rows, cfg.train.eval_batch_size or cfg.train.batch_size,
-                                        desc=f"Zero-shot ({split})").numpy()
-                labels = [r["labels"] for r in rows]
-                computed = compute(EvalPrediction(predictions=scores, label_ids=np.asarray(labels)))
-                metrics.update({f"{prefix}_{k}": v for k, v in computed.items()})
-                metrics[f"{prefix}_samples"] = len(rows)
-                metrics[f"{prefix}_report"] = class_report(scores, labels, info)
-        metrics.update(trainable_params=0, total_params=count_parameters(model)[1], trainable_fraction=0.0,
-                       global_step=0, train_wall_seconds=0.0, eval_wall_seconds=round(time.perf_counter() - start, 3))
-        if state.is_main_process:
-            claim_output_dir(output_dir, overwrite=cfg.train.overwrite, resume_from=None)
-            save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
-            save_final(lambda folder: (tokenizer.save_pretrained(folder), prompt.save(folder)), output_dir)
-            _finish(cfg, output_dir, metrics, prompt, write_json, write_model_card)
-        log(f"done: {output_dir}")
-        return RunResult(output_dir=Path(output_dir), metrics=metrics, config=cfg)
-
-    # ---- pet
-    from .finetune import build_trainer
-
-    lengths = [len(ids) for ids in encoded["train"]["input_ids"]]
-    if missing and cfg.prompt.tune != "full":
-        raise ModelError(f"prompt.tune: {cfg.prompt.tune} trains an adapter on a trained LM head, but this checkpoint has "
-                         f"none ({', '.join(missing)} would start at random and, tied to the embeddings, cannot be "
-                         "saved with an adapter); use prompt.tune=full, or a model with its LM head")
-    model = apply_tune(model, cfg, kind)
-    trainable, total = count_parameters(model)
-    log(f"method pet ({cfg.prompt.tune}): {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
-    if state.is_main_process:
-        claim_output_dir(output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
-        save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
-    collator = functools.partial(Prompt.collate, tokenizer=tokenizer)
-    trainer_cls = functools.partial(_prompt_trainer_class(), prompt=prompt)
-    trainer = build_trainer(cfg, model, tokenizer, encoded, info, output_dir, collator, trainer_cls=trainer_cls)
-    start = time.perf_counter()
-    train_output = train_safely(trainer, resume_from, output_dir)
-    wall = time.perf_counter() - start
-    metrics.update(run_metrics(cfg, trainer, train_output, encoded, info, model=model, wall=wall,
-                               resume_from=resume_from, lengths=lengths))
-    metrics["tune"] = cfg.prompt.tune
-    final, state_dict = final_weights(trainer)  # every rank: FSDP / ZeRO-3 gather the weights collectively
-    if trainer.is_world_process_zero():
-        def save(folder):
-            final.save_pretrained(folder, state_dict=state_dict)
-            tokenizer.save_pretrained(folder)
-            prompt.save(folder)
-
-        save_final(save, output_dir)
-        _finish(cfg, output_dir, metrics, prompt, write_json, write_model_card)
-        draw_run(trainer, output_dir, f"eval_{cfg.train.metric_for_best}")
-    log(f"done: {output_dir}")
-    return RunResult(output_dir=Path(output_dir), metrics=metrics, config=cfg)
-
-
-def _finish(cfg, output_dir, metrics, prompt: Prompt, write_json, write_model_card) -> None:
-    write_json(Path(output_dir) / "metrics.json", metrics)
-    shown = {k: v for k, v in metrics.items() if not k.endswith("_report")}
-    words = "; ".join(f"{label}: {', '.join(w)}" for label, w in zip(prompt.labels, prompt.verbalizer.words))
-    tuned = f" ({cfg.prompt.tune})" if cfg.method == "pet" else ""
-    write_model_card(output_dir, title=f"{Path(output_dir).name}: prompt-based classification ({cfg.method}{tuned})",
-                     lines=[f"method: {cfg.method}{tuned}", f"base model: {cfg.model.path}",
-                            f"template ({prompt.kind}): `{prompt.template.source}`", f"verbalizer: {words}",
-                            f"data: {cfg.data.train if cfg.method == 'pet' else cfg.data.validation}"],
-                     metrics=shown, load_snippet=_load_snippet(cfg, output_dir, prompt))
-
-
-def _load_snippet(cfg, output_dir: str, prompt: Prompt) -> str:
-    head = "AutoModelForMaskedLM" if prompt.kind == "mlm" else "AutoModelForCausalLM"
-    lines = ["import hfkit", f"hfkit.predict('{output_dir}', ['some text'])  # labels from the prompt in prompt.json", ""]
-    if cfg.method == "zero_shot":
-        lines.append(f"# No weights here: the model is {prompt.extra['base_model']} (unchanged); prompt.json holds the "
-                     "template, label words and calibration.")
-    elif cfg.prompt.tune == "full":
-        lines += ["# Without hfkit: the cloze model is a plain masked/causal LM", f"from transformers import {head}",
-                  f"model = {head}.from_pretrained('{output_dir}')"]
-    else:
-        lines += ["# Without hfkit: a PEFT adapter on the base LM", f"from transformers import {head}",
-                  "from peft import PeftModel",
-                  f"model = PeftModel.from_pretrained({head}.from_pretrained('{prompt.extra['base_model']}'), "
-                  f"'{output_dir}')"]
-    return "\n".join(lines)

@@ -247,6 +247,23 @@ def final_weights(trainer):
     return model, None
 
 
+def finish_run(trainer, output_dir: str | Path, *, save, metrics: dict, card: tuple[str, list[str], str],
+               plot_metric: str | None = None) -> None:
+    """The end of every run (pretraining and fine-tuning alike): gather the final weights (every rank: under FSDP /
+    ZeRO-3 that is a collective), then on the main process save them atomically with `save(model, state_dict,
+    folder)`, write metrics.json, log_history.json and loss.png, and the model card from `card` (title, bullet
+    lines, load snippet)."""
+    final, state_dict = final_weights(trainer)
+    if trainer.is_world_process_zero():
+        save_final(lambda folder: save(final, state_dict, folder), output_dir)
+        write_json(Path(output_dir) / "metrics.json", metrics)
+        draw_run(trainer, output_dir, plot_metric)
+        title, lines, snippet = card
+        write_model_card(output_dir, title=title, lines=lines, load_snippet=snippet,
+                         metrics={k: v for k, v in metrics.items() if not k.endswith("_report")})
+    log(f"done: {output_dir}")
+
+
 def safety_callback():
     """A TrainerCallback that (1) on SIGTERM/SIGINT saves a checkpoint at the end of the current step and stops,
     (2) stops when a logged loss is NaN/inf, and refuses to write a checkpoint of non-finite weights."""

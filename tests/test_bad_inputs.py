@@ -38,11 +38,22 @@ def inputs(tmp_path_factory, mlm_run, clm_run):
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(d / "train.csv", index=False)
     pd.DataFrame(rows + [("the robot sees the car .", "robot")], columns=["text", "label"]).to_csv(d / "dev.csv", index=False)
     pd.DataFrame([("", "animal")] + rows, columns=["text", "label"]).to_csv(d / "empty_text.csv", index=False)
+    conll = "".join(f"the\tO\n{w}\tB-{k}\n.\tO\n\n" for w, k in [("cat", "ani"), ("doctor", "per")] * 10)
+    (d / "ner.conll").write_text(conll)
+    (d / "ner_dev.conll").write_text("the\tO\nrobot\tB-robot\n\n" + conll)
+    (d / "not_conll.conll").write_text("the\tO\ncat\tB-ani\nthe-cat-sees-the-dog\n")
+    (d / "ner_invalid.conll").write_text(conll + "the\tO\ncat\tI-ani\n\n")
+    (d / "ner_lengths.jsonl").write_text('{"tokens": ["a", "b"], "tags": ["O", "O"]}\n'
+                                         '{"tokens": ["a", "b", "c"], "tags": ["O", "B-x"]}\n')
     return {"dir": d, "mlm": mlm_run.output_dir, "clm": clm_run.output_dir}
 
 
 def pre(d):  # pretraining on the good corpus, overridable
     return ["pretrain", "bert-mlm-tiny", f"data.train={d / 'good.txt'}", "tokenizer.vocab_size=200"]
+
+
+def ner(i, train="ner.conll"):
+    return ["finetune", "ner-full", f"model.path={i['mlm']}", f"data.train={i['dir'] / train}"]
 
 
 def fine(i):
@@ -83,6 +94,11 @@ CASES = {
     "label word not in the vocabulary": (lambda i: fine(i) + ["method=pet", "prompt.template={text} it is {mask} .", "prompt.verbalizer={animal: [zzz], person: [doctor]}"], "prompt.verbalizer.animal: 'zzz' is not in the tokenizer's vocabulary"),
     "data label missing from the verbalizer": (lambda i: fine(i) + ["method=pet", "prompt.template={text} it is {mask} .", "prompt.verbalizer={animal: [cat], robot: [dog]}"], "label 'person' (row 2) never appears in prompt.verbalizer; its labels: animal, robot"),
     "PET adapter on a model without an LM head": (lambda i: fine(i) + ["model.path=builtin:all-minilm-l6-v2", "method=pet", "prompt.tune=lora", "prompt.template={text} it is {mask} .", "prompt.verbalizer={animal: [cat], person: [doctor]}"], "prompt.tune: lora trains an adapter on a trained LM head, but this checkpoint has none"),
+    "tags and words of different lengths": (lambda i: ner(i, "ner_lengths.jsonl"), "data.train: row 2 has 3 words but 2 tags"),
+    "tag unseen in training": (lambda i: ner(i) + [f"data.validation={i['dir'] / 'ner_dev.conll'}"], "data.validation: tag 'B-robot' (row 1) never appears in the training data"),
+    "file that is not CoNLL": (lambda i: ner(i, "not_conll.conll"), "not_conll.conll' line 3 is not CoNLL"),
+    "invalid IOB2 sequence": (lambda i: ner(i, "ner_invalid.conll"), "tag I-ani follows O, which is invalid IOB2"),
+    "method the task does not allow": (lambda i: ner(i) + ["method=p_tuning"], "method: p_tuning is not available for task token_classification"),
     "incompatible label options": (lambda i: fine(i) + ["multi_label=true", "regression=true"], "multi_label and regression: choose one"),
 }
 
@@ -108,4 +124,4 @@ def test_bad_input_one_line_exit_2_outputs_untouched(name, inputs, tmp_path):
 
 
 def test_case_count():
-    assert len(CASES) == 33
+    assert len(CASES) == 38

@@ -50,7 +50,7 @@ def finetune_cfg(model_dir, labelled, out, method, **extra) -> dict:
 def prefix_tuning_works_here() -> bool:
     from transformers import BertForSequenceClassification, BertModel
 
-    from hfkit.finetune import prefix_tuning_problem
+    from hfkit.methods import prefix_tuning_problem
 
     return prefix_tuning_problem(BertForSequenceClassification, BertModel) is None
 
@@ -132,15 +132,15 @@ def test_soft_prompt_support_check_agrees_with_peft(family, method):
     architecture the presets build: train a step when hfkit allows the method, fail when it refuses."""
     from peft import get_peft_model
 
-    from hfkit.finetune import METHODS as APPLY
-    from hfkit.finetune import prefix_tuning_problem
+    from hfkit.methods import METHODS as APPLY
+    from hfkit.methods import prefix_tuning_problem
 
     torch.manual_seed(0)
     model = tiny_classifier(family)
     backbone = getattr(model, model.base_model_prefix)
     problem = prefix_tuning_problem(type(model), type(backbone)) if method == "prefix_tuning" else None
     cfg = hfkit.load_config("finetune", {"method": method, "model": {"path": "unused"}, "data": {"train": "unused.csv"}})
-    peft_model = APPLY[method](model, cfg, [])
+    peft_model = APPLY[method].apply(model, cfg, "SEQ_CLS", [])
     batch = {"input_ids": torch.randint(3, 100, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long),
              "labels": torch.tensor([0, 1])}
     if problem is None:
