@@ -19,7 +19,7 @@ from .methods import METHODS
 from .models import count_parameters, resolve_model_path
 from .tasks import Task, get_task
 from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, log, padding_fraction, ranks_in_sync,
-                       run_stats, start_run, steps_this_session, train_safely, training_arguments)
+                       run_stats, start_run, steps_this_session, training_arguments)
 
 
 def load_tokenizer_for(cfg: FinetuneConfig):
@@ -86,14 +86,14 @@ def run(cfg: FinetuneConfig) -> RunResult:
         save_yaml(cfg, Path(cfg.output_dir) / "hfkit.yaml")
     trainer = build_trainer(cfg, task, info, model, tokenizer, encoded, collator)
     start = time.perf_counter()
-    train_output = train_safely(trainer, resume_from, cfg.output_dir) if method.trains else None
+    train_output = method.train(trainer, resume_from, cfg.output_dir)
     wall = time.perf_counter() - start
     metrics = {"method": cfg.method, **task.run_facts(cfg), "features_cached": cached}
     metrics.update(run_metrics(cfg, task, info, trainer, train_output, encoded, model=model, wall=wall,
                                resume_from=resume_from, lengths=lengths, per_token=not cached))
 
     def save(final, state_dict, folder):
-        task.save(cfg, info, final if method.trains else None, tokenizer, folder, state_dict)
+        task.save(cfg, info, final, tokenizer, folder, state_dict)
 
     finish_run(trainer, cfg.output_dir, save=save, metrics=metrics, card=task.card(cfg, info, cfg.output_dir),
                plot_metric=f"eval_{cfg.train.metric_for_best}")

@@ -133,6 +133,17 @@ def cache_features(model, encoded, collator, cfg, log):
     return encoded, feature_collator, True
 
 
+def fit(trainer, resume_from, output_dir):
+    """Train (resumable, stopped safely on a signal or a non-finite loss); the Trainer's TrainOutput."""
+    from .training import train_safely
+
+    return train_safely(trainer, resume_from, output_dir)
+
+
+def no_training(trainer, resume_from, output_dir):
+    return None
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -140,7 +151,7 @@ class Method:
     peft: bool = False
     model_builder: str = "build_model"  # the Task method that builds the model this method adapts
     prepare: Callable = keep_inputs  # what the model reads: tokens, or features computed once
-    trains: bool = True  # zero_shot evaluates only
+    train: Callable = fit  # zero_shot evaluates only
     mergeable: bool = False  # lora.merge can fold the adapter into the base weights
 
     @property
@@ -156,7 +167,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("prefix_tuning", apply_prefix_tuning, peft=True),
     Method("p_tuning", apply_p_tuning, peft=True),
     Method("ia3", apply_ia3, peft=True, mergeable=True),
-    Method("zero_shot", apply_none, trains=False),
+    Method("zero_shot", apply_none, train=no_training),
 )}
 PEFT_METHODS = {name for name, m in METHODS.items() if m.peft}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .training import log
+from .console import log
 
 
 def _pyplot():

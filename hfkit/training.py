@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .console import is_main_process, log  # noqa: F401 (re-exported: recipes log through training)
 from .errors import OutputDirError
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -24,15 +25,6 @@ class RunResult:
     output_dir: Path
     metrics: dict[str, Any]
     config: Any = field(repr=False, default=None)
-
-
-def is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
-
-
-def log(message: str) -> None:
-    if is_main_process():
-        print(f"[hfkit] {message}", file=sys.stderr, flush=True)
 
 
 def checkpoints(output_dir: str | Path) -> list[Path]:

@@ -107,16 +107,14 @@ class Task:
         return {}
 
     def save(self, cfg, info, model, tokenizer, folder, state_dict=None) -> None:
-        """The run's final model in `folder`: tokenizer, then the model (None: nothing trained) or its PEFT adapter
-        with the labelled base config beside it; `lora.merge` adds folder/merged. `state_dict`: the full weights
-        gathered from sharded ranks (FSDP, ZeRO-3)."""
+        """The run's final model in `folder`: tokenizer, then the model or its PEFT adapter with the labelled base
+        config beside it; `lora.merge` adds folder/merged. `state_dict`: the full weights gathered from sharded
+        ranks (FSDP, ZeRO-3)."""
         from ..methods import METHODS
         from ..training import log
 
         folder = Path(folder)
         tokenizer.save_pretrained(folder)
-        if model is None:
-            return
         model.save_pretrained(folder, state_dict=state_dict)
         method = METHODS[cfg.adaptation]
         if not method.peft:

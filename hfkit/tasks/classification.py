@@ -537,7 +537,7 @@ class Cloze(Classification):
 
     def save(self, cfg, info, model, tokenizer, folder, state_dict=None) -> None:
         tokenizer.save_pretrained(folder)
-        if model is not None:
+        if cfg.method != "zero_shot":  # zero_shot changed no weight: the run names its base model in prompt.json
             model.save_pretrained(folder, state_dict=state_dict)
         self.prompt.save(folder)
 

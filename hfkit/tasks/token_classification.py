@@ -133,13 +133,12 @@ class TagInfo:
         return out
 
 
-def _word_rows(spec, key: str, cfg):
-    """Dataset(tokens, tags) with string tags, from any source the spec names."""
+def _word_rows(spec, key: str, d):
+    """Dataset(tokens, tags) with string tags, from any source the spec names (`d`: the data settings)."""
     from datasets import Dataset
 
     from ..data import concatenate, load_table
 
-    d = cfg.data
     parts = []
     for part in load_table(spec, key=key, dataset_config=d.dataset_config, hub_split=_split_of(key), words=True):
         if set(part.column_names) == {"tokens", "tags"} and (d.tokens_column, d.tags_column) != ("tokens", "tags") \
@@ -209,11 +208,11 @@ def load_tagged(cfg):
     from datasets import DatasetDict
 
     d = cfg.data
-    train = _word_rows(d.train, "data.train", cfg)
+    train = _word_rows(d.train, "data.train", d)
     scheme = detect_scheme(train["tags"]) if d.tag_scheme == "auto" else d.tag_scheme
     splits = {"train": train}
     if d.validation is not None:
-        splits["validation"] = _word_rows(d.validation, "data.validation", cfg)
+        splits["validation"] = _word_rows(d.validation, "data.validation", d)
     elif d.validation_split > 0:
         if len(train) < 2 or round(len(train) * d.validation_split) < 1:
             raise DataError(f"data.validation_split: {len(train)} sentence(s) are too few to hold out "
@@ -221,7 +220,7 @@ def load_tagged(cfg):
         parts = train.train_test_split(test_size=d.validation_split, seed=cfg.train.seed)
         splits["train"], splits["validation"] = parts["train"], parts["test"]
     if d.test is not None:
-        splits["test"] = _word_rows(d.test, "data.test", cfg)
+        splits["test"] = _word_rows(d.test, "data.test", d)
     repaired = {}
     for name in list(splits):
         splits[name], repaired[name] = _to_scheme(splits[name], scheme, f"data.{name}", d.repair_tags)
@@ -452,7 +451,7 @@ class TokenClassification(Task):
     def report(self, cfg, info, output, split) -> dict:
         meta, references = self.meta[split]
         result = self._score(output.predictions, output.label_ids, meta, references, info, self._metric(info))
-        return {"report": result["report"]}
+        return {"report": result["report"], "sentences": len(references), "words": sum(len(r) for r in references)}
 
     @staticmethod
     def _metric(info):
@@ -493,21 +492,19 @@ class TokenClassification(Task):
         return results
 
     def evaluate(self, run, data, batch_size: int) -> dict:
-        from ..config import FinetuneConfig
-
-        cfg = run.config or FinetuneConfig(task="token_classification")
+        d = run.data  # the run's data settings (columns, tag scheme, windows)
         names = [run.id2label[i] for i in sorted(run.id2label)]
         info = TagInfo(names, "iob2" if all(split_tag(n)[0] is not None for n in names) else "none")
-        ds = _word_rows(data, "--data", cfg)
+        ds = _word_rows(data, "--data", d)
         scheme = info.scheme if info.scheme == "none" else (
-            detect_scheme(ds["tags"]) if cfg.data.tag_scheme == "auto" else cfg.data.tag_scheme)
-        ds, repaired = _to_scheme(ds, scheme, "--data", cfg.data.repair_tags)
+            detect_scheme(ds["tags"]) if d.tag_scheme == "auto" else d.tag_scheme)
+        ds, repaired = _to_scheme(ds, scheme, "--data", d.repair_tags)
         ds = encode_tags(ds, info, "--data", known="the run's tags")
         probs = word_probabilities(run, ds["tokens"], batch_size)
         predicted = [[names[int(row.argmax())] for row in sentence] for sentence in probs]
         result = self._metric(info).compute(predictions=predicted, references=[list(t) for t in ds["tags"]])
         out = {f"eval_{k}": v for k, v in result.items() if k != "report"}
-        out.update(eval_samples=len(ds), eval_words=sum(len(t) for t in ds["tokens"]), eval_report=result["report"])
+        out.update(eval_sentences=len(ds), eval_words=sum(len(t) for t in ds["tokens"]), eval_report=result["report"])
         if repaired:
             out["eval_tags_repaired"] = repaired
         return out
@@ -535,7 +532,8 @@ class TokenClassification(Task):
                        f"tokenizer = AutoTokenizer.from_pretrained('{output_dir}')")
         else:
             snippet = ("from transformers import pipeline\n"
-                       f"ner = pipeline('token-classification', model='{output_dir}', aggregation_strategy='simple')\n"
+                       "# aggregation 'first': the model was trained on each word's first piece\n"
+                       f"ner = pipeline('token-classification', model='{output_dir}', aggregation_strategy='first')\n"
                        "ner('Empire State Building is in New York')")
         return f"{Path(output_dir).name}: token classification ({cfg.method})", lines, snippet
 
