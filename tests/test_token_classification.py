@@ -314,3 +314,27 @@ def test_pretrained_run_to_token_classification_with_each_method(ner, tmp_path):
 def test_a_method_the_task_does_not_allow_is_refused(ner, tmp_path):
     with pytest.raises(hfkit.ConfigError, match="method: p_tuning is not available for task token_classification"):
         hfkit.finetune(ner_cfg(ner, tmp_path / "x", "p_tuning"))
+
+
+def test_cli_prints_entities_and_writes_jsonl(ner_runs, ner, tmp_path):
+    from typer.testing import CliRunner
+
+    from hfkit.cli import app
+
+    run = str(ner_runs["full"].output_dir)
+    text = "the happy farmer sees the dog ."
+    shown = CliRunner().invoke(app, ["predict", run, text])
+    assert shown.exit_code == 0, shown.output
+    expected = hfkit.predict(run, [text])[0]["entities"]
+    lines = [line for line in shown.output.splitlines() if line.startswith("  ")]
+    assert len(lines) == len(expected) and lines[0].split("\t")[2:] == [f"{expected[0]['start']}-{expected[0]['end']}",
+                                                                       expected[0]["text"]]
+    (tmp_path / "in.txt").write_text(text + "\nthe cat likes the child .\n")
+    written = CliRunner().invoke(app, ["predict", run, "--file", str(tmp_path / "in.txt"), "--output",
+                                       str(tmp_path / "out.jsonl")])
+    assert written.exit_code == 0, written.output
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == [text, "the cat likes the child ."] and rows[0]["entities"] == expected
+    scored = CliRunner().invoke(app, ["evaluate", run, "--data", str(ner["dir"] / "dev.txt")])
+    assert scored.exit_code == 0 and json.loads(scored.stdout)["eval_f1"] == pytest.approx(
+        ner_runs["full"].metrics["eval_f1"], abs=1e-9)
