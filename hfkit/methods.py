@@ -10,6 +10,7 @@ features are computed once (`prepare`) and the head trains on them.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -64,11 +65,14 @@ def apply_lora(model, cfg, task_type, fresh):
             raise ConfigError(f"lora.target_modules: {', '.join(missing)} not in this model; its linear layers are "
                               f"{', '.join(available)}")
     # The task's head is trained whole (PEFT saves it as a module to save); "all-linear" would also put LoRA on a
-    # token classifier, which PEFT then refuses to save whole.
-    return _peft(model, LoraConfig(task_type=task_type, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                                   lora_dropout=cfg.lora.dropout, target_modules=targets or "all-linear",
-                                   exclude_modules=None if targets else list(HEADS),
-                                   modules_to_save=_extra_modules(fresh)))
+    # token classifier, which PEFT then refuses to save whole. (For sequence classifiers PEFT already leaves the head
+    # out and warns that the exclusion matched nothing: that warning says nothing to a user.)
+    config = LoraConfig(task_type=task_type, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                        target_modules=targets or "all-linear", exclude_modules=None if targets else list(HEADS),
+                        modules_to_save=_extra_modules(fresh))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*but no modules were excluded", category=UserWarning)
+        return _peft(model, config)
 
 
 def apply_prompt_tuning(model, cfg, task_type, fresh):
