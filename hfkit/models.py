@@ -226,11 +226,12 @@ def head_on_masked_only(model) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- fine-tuning models
-def load_head_model(auto_cls, cfg, tokenizer, **head):
-    """(model, fresh) for fine-tuning: `cfg.model` loaded as `auto_cls` with the task's `head` settings (num_labels,
-    id2label, ...); `fresh` lists the modules the checkpoint lacks, initialised at random here on *every* load, so an
+def load_head_model(auto_cls, cfg, tokenizer, names: list[str], **head):
+    """(model, fresh) for fine-tuning: `cfg.model` loaded as `auto_cls` with labels `names` (recorded as id2label /
+    label2id) and the task's other `head` settings (num_labels, problem_type); `fresh` lists the modules the checkpoint lacks, initialised at random here on *every* load, so an
     adapter must train and save them. Pads with the tokenizer's pad token; grows the embeddings to its vocabulary."""
     m = cfg.model
+    head.update(id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     model, loading = load_pretrained(auto_cls, resolve_model_path(m.path), revision=m.revision,
                                      trust_remote_code=m.trust_remote_code, attn_implementation=m.attn_implementation,
                                      random_init=m.random_init, output_loading_info=True, **head, **m.overrides)

@@ -338,10 +338,8 @@ class Classification(Task):
 
         from ..models import load_head_model
 
-        id2label = dict(enumerate(info.names))
-        return load_head_model(AutoModelForSequenceClassification, cfg, tokenizer, num_labels=info.num_labels,
-                               id2label=id2label, label2id={n: i for i, n in id2label.items()},
-                               problem_type=info.problem_type)
+        return load_head_model(AutoModelForSequenceClassification, cfg, tokenizer, info.names,
+                               num_labels=info.num_labels, problem_type=info.problem_type)
 
     def build_frozen_model(self, cfg, tokenizer, info):
         from ..heads import PooledClassifier

@@ -424,9 +424,7 @@ class TokenClassification(Task):
 
         from ..models import load_head_model
 
-        id2label = dict(enumerate(info.names))
-        return load_head_model(AutoModelForTokenClassification, cfg, tokenizer, num_labels=info.num_labels,
-                               id2label=id2label, label2id={n: i for i, n in id2label.items()})
+        return load_head_model(AutoModelForTokenClassification, cfg, tokenizer, info.names, num_labels=info.num_labels)
 
     def build_frozen_model(self, cfg, tokenizer, info):
         from ..heads import TokenClassifier
