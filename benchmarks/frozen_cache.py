@@ -25,7 +25,7 @@ def run(work: Path, train: Path, evaluation: Path, epochs: int, cached: bool, ta
     start = time.perf_counter()
     result = hfkit.finetune("classification-frozen", output_dir=str(out), model={"path": "builtin:all-minilm-l6-v2"},
                             data={"train": str(train), "validation": str(evaluation), "max_length": 64},
-                            frozen={"cache_features": cached},
+                            frozen={"cache_features": cached, "solver": "sgd"},  # epochs, not the solve
                             train={"epochs": epochs, "report_to": [], "early_stopping_patience": None,
                                    "save_total_limit": 1})
     wall = time.perf_counter() - start

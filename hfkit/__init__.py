@@ -32,28 +32,31 @@ def load_config(kind: str, recipe=None, **overrides):
     return resolve(kind, recipe, overrides)
 
 
-def _pretrain(recipe=None, **overrides) -> RunResult:
-    """Pretrain (masked-LM or causal-LM) from a recipe path, dict or PretrainConfig, with overrides."""
-    return _pretrain_module.run(resolve("pretrain", recipe, overrides))
+def _pretrain(recipe=None, find_lr: bool = False, **overrides) -> RunResult:
+    """Pretrain (masked-LM or causal-LM) from a recipe path, dict or PretrainConfig, with overrides. find_lr=True
+    only runs the learning-rate range test (metrics["learning_rate_found"], output_dir/lr_find.png)."""
+    return _pretrain_module.run(resolve("pretrain", recipe, overrides), find_lr=find_lr)
 
 
-def _finetune(recipe=None, **overrides) -> RunResult:
+def _finetune(recipe=None, find_lr: bool = False, **overrides) -> RunResult:
     """Fine-tune for a task (classification, token_classification) by a method (full, frozen, lora, prompt_tuning,
     prefix_tuning, p_tuning, ia3; for classification also as a cloze with prompt.template / prompt.verbalizer: pet
-    trains it, zero_shot only evaluates it)."""
-    return _finetune_module.run(resolve("finetune", recipe, overrides))
+    trains it, zero_shot only evaluates it). find_lr=True only runs the learning-rate range test
+    (metrics["learning_rate_found"], output_dir/lr_find.png)."""
+    return _finetune_module.run(resolve("finetune", recipe, overrides), find_lr=find_lr)
 
 
-def _compare(recipe, methods, models=None, output_dir=None, launcher=None, overwrite=False, skip=None,
+def _compare(recipe, methods, models=None, output_dir=None, launcher=None, overwrite=False, skip=None, seeds=1,
              **overrides) -> list[dict]:
     """Run the recipe's task through each method (and model: 'PATH', 'LABEL=PATH', 'LABEL=random:PATH'), each
-    as its own `hfkit finetune` process; returns the table rows (also in output_dir/comparison.json)."""
+    as its own `hfkit finetune` process (`seeds` times each); returns the run rows (also in
+    output_dir/comparison.json, with each cell's mean and spread under "cells" when seeds > 1)."""
     from .config import flatten_overrides
 
     if isinstance(methods, str):
         methods = methods.split(",")
     return _compare_module.compare(recipe, list(methods), models, flatten_overrides(overrides), output_dir, launcher,
-                                   overwrite, skip)
+                                   overwrite, skip, seeds)
 
 
 def _callable(module, function) -> None:

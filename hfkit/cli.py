@@ -58,8 +58,10 @@ def _main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _train(kind: str, recipe: str, overrides, overwrite: bool, resume: bool, shown_keys: tuple[str, ...]) -> None:
-    """`hfkit pretrain` / `hfkit finetune`: resolve the config, run it, print the main metrics (rank 0 only)."""
+def _train(kind: str, recipe: str, overrides, overwrite: bool, resume: bool, shown_keys: tuple[str, ...],
+           find_lr: bool = False) -> None:
+    """`hfkit pretrain` / `hfkit finetune`: resolve the config, run it, print the main metrics (rank 0 only);
+    `find_lr`: only the learning-rate range test, its suggestion printed."""
     import importlib
 
     from .config import resolve
@@ -71,10 +73,15 @@ def _train(kind: str, recipe: str, overrides, overwrite: bool, resume: bool, sho
         extra.append("train.resume=auto")
     cfg = _run(resolve, kind, recipe, extra)
     try:
-        result = _run(importlib.import_module(f"hfkit.{kind}").run, cfg)
+        result = _run(importlib.import_module(f"hfkit.{kind}").run, cfg, find_lr=find_lr)
     finally:
         _close_process_group()
     if not _main_process():
+        return
+    if find_lr:
+        rate = result.metrics.get("learning_rate_found")
+        typer.echo(f"suggested learning rate: {rate:.2g}  (curve: {result.output_dir / 'lr_find.png'}); train with "
+                   f"train.learning_rate={rate:.2g}, or train.learning_rate=auto to find it in the run")
         return
     shown = {k: result.metrics.get(k) for k in shown_keys}
     typer.echo("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items() if v is not None))
@@ -109,6 +116,9 @@ def pretrain(
     overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output_dir (same as train.overwrite=true)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir (train.resume=auto)."),
+    find_lr: bool = typer.Option(False, "--find-lr", help="Only run the learning-rate range test (the rate rising "
+                                 "from 1e-7 to 1 over train.lr_find_steps batches): print the suggested rate, write "
+                                 "output_dir/lr_find.png, train nothing."),
 ):
     """Pretrain a masked-LM (objective: mlm, BERT-style) or causal-LM (objective: clm, GPT-style).
 
@@ -129,7 +139,7 @@ def pretrain(
       torchrun --nproc_per_node 8 -m hfkit pretrain gpt2-clm-small data.streaming=true data.train='web/*.jsonl' train.max_steps=100000
     """
     _train("pretrain", recipe, overrides, overwrite, resume,
-           ("perplexity_before", "perplexity", "eval_loss", "train_loss", "global_step"))
+           ("perplexity_before", "perplexity", "eval_loss", "train_loss", "global_step"), find_lr)
 
 
 @app.command()
@@ -138,6 +148,9 @@ def finetune(
     overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output_dir (same as train.overwrite=true)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir (train.resume=auto)."),
+    find_lr: bool = typer.Option(False, "--find-lr", help="Only run the learning-rate range test (the rate rising "
+                                 "from 1e-7 to 1 over train.lr_find_steps batches): print the suggested rate, write "
+                                 "output_dir/lr_find.png, train nothing."),
 ):
     """Fine-tune a model for a task: classification (one label per text or pair) or token_classification (one
     tag per word: named entities, part-of-speech). Methods: full | frozen | lora | prompt_tuning | prefix_tuning |
@@ -162,10 +175,19 @@ def finetune(
       hfkit finetune classification-pet model.path=roberta-base data.train=train.csv data.shots_per_class=16
 
       hfkit finetune ner-lora model.path=runs/bert data.train=train.conll data.validation=dev.conll
+
+    Let a learning-rate range test pick the rate (curve in lr_find.png), or only print its suggestion:
+
+      hfkit finetune classification-full data.train=train.csv train.learning_rate=auto
+
+      hfkit finetune classification-lora data.train=train.csv --find-lr
+
+    Unbalanced classes: the best checkpoint is picked by macro-F1 (the log says why); train.class_weights=balanced
+    also weights the loss. ULMFiT's options: train.layer_lr_decay=0.8, frozen.unfreeze_schedule=gradual.
     """
     _train("finetune", recipe, overrides, overwrite, resume,
            ("eval_accuracy", "eval_f1", "eval_mse", "eval_pearson", "test_accuracy", "test_f1", "trainable_params",
-            "global_step"))
+            "global_step"), find_lr)
 
 
 @app.command()
@@ -177,6 +199,8 @@ def compare(
     skip: Optional[str] = typer.Option(None, "--skip", help="Comma-separated runs (LABEL-METHOD) to leave out of the models x methods grid."),
     launcher: Optional[str] = typer.Option(None, "--launcher", help="Start each run with this command instead of python, e.g. 'torchrun --nproc_per_node 4'."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier comparison in output_dir."),
+    seeds: int = typer.Option(1, "--seeds", help="Run each cell this many times (train.seed, +1, ...) and report mean "
+                              "± standard deviation: on a few hundred rows results swing by points between seeds."),
 ):
     """Which way of adapting should I use? Run the same task, data and budget through several methods (and models)
     and compare accuracy/F1, trainable parameters, wall time, peak memory and tokens/s.
@@ -187,6 +211,8 @@ def compare(
 
       hfkit compare classification-full --methods full,frozen,lora data.train=train.csv output_dir=runs/cmp
 
+      hfkit compare classification-lora --methods full,lora --seeds 3 data.train=train.csv output_dir=runs/cmp3
+
       hfkit compare classification-pet --methods full,frozen,lora,pet --models news=runs/news-bert,scratch=random:runs/news-bert --skip scratch-lora full:train.learning_rate=1e-3
     """
     from .compare import compare as run_compare
@@ -195,7 +221,8 @@ def compare(
         return
     _run(run_compare, recipe, [m.strip() for m in methods.split(",") if m.strip()],
          [m.strip() for m in models.split(",") if m.strip()] if models else None, list(overrides or []),
-         launcher=launcher, overwrite=overwrite, skip=[x.strip() for x in skip.split(",")] if skip else None)
+         launcher=launcher, overwrite=overwrite, skip=[x.strip() for x in skip.split(",")] if skip else None,
+         seeds=seeds)
 
 
 @app.command()

@@ -39,6 +39,8 @@ class Run:
     random_init: bool
     method: str
     overrides: list[str]
+    cell: str = ""  # the (model, method) this run belongs to; runs of one cell differ only in train.seed
+    seed: int | None = None
 
 
 def parse_models(models: list[str] | None) -> list[tuple[str, str, bool]]:
@@ -75,9 +77,12 @@ def split_overrides(overrides: list[str], selectors: set[str]) -> tuple[list[str
 
 
 def plan(recipe: str, methods: list[str], models: list[str] | None, overrides: list[str], output_dir: str | None,
-         skip: list[str] | None = None):
+         skip: list[str] | None = None, seeds: int = 1):
     """(output_dir, runs): every run's overrides, each validated now, before anything trains. `skip` names
-    (model, method) runs to leave out of the cross product, e.g. 'scratch-lora'."""
+    (model, method) runs to leave out of the cross product, e.g. 'scratch-lora'. `seeds` > 1 runs each cell that
+    many times, with train.seed = the recipe's seed, +1, +2, ... (runs named CELL-seedS)."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds: {seeds} must be >= 1")
     from .config import resolve
 
     base = resolve("finetune", recipe, overrides=[o for o in overrides if ":" not in o.partition("=")[0]])
@@ -104,8 +109,14 @@ def plan(recipe: str, methods: list[str], models: list[str] | None, overrides: l
             if not user_lr and not any(o.startswith("train.learning_rate=") for o in targeted):
                 extra.append("train.learning_rate=null")  # the method's own default
             items = common + extra + targeted
-            resolve("finetune", recipe, overrides=items)  # a bad value fails here, before any run starts
-            runs.append(Run(name, label, path, random_init, method, items))
+            cfg = resolve("finetune", recipe, overrides=items)  # a bad value fails here, before any run starts
+            if seeds == 1:
+                runs.append(Run(name, label, path, random_init, method, items, cell=name))
+                continue
+            for seed in range(cfg.train.seed, cfg.train.seed + seeds):
+                seeded = [o for o in items if not o.startswith("output_dir=")] + [
+                    f"output_dir={out / f'{name}-seed{seed}'}", f"train.seed={seed}"]
+                runs.append(Run(f"{name}-seed{seed}", label, path, random_init, method, seeded, cell=name, seed=seed))
     return out, runs
 
 
@@ -126,19 +137,54 @@ def table_rows(out: Path, runs: list[Run], metric: str) -> list[dict]:
     return rows
 
 
+def cell_rows(rows: list[dict], runs: list[Run], metric: str) -> list[dict]:
+    """One row per (model, method) over its seeds: mean and sample standard deviation of `metric` and macro F1,
+    the per-seed values, and the means of the cost columns."""
+    import statistics
+
+    cells: dict[str, list[tuple[Run, dict]]] = {}
+    for run, row in zip(runs, rows):
+        cells.setdefault(run.cell, []).append((run, row))
+    out = []
+    for cell, members in cells.items():
+        run, first = members[0]
+        ok = [row for _, row in members if row["status"] == "ok"]
+        summary = {"run": cell, "model": first["model"], "random_init": first["random_init"], "method": run.method,
+                   "seeds": [r.seed for r, _ in members], "runs": [row["run"] for _, row in members],
+                   "status": "ok" if ok else "failed", "failed": len(members) - len(ok)}
+        for key in (metric, "f1"):
+            values = [row[key] for row in ok if row.get(key) is not None]
+            summary[f"{key}_per_seed"] = values
+            summary[key] = statistics.mean(values) if values else None
+            summary[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else None
+        for key in ("trainable_params", "total_params", "wall_seconds", "peak_memory_mb", "tokens_per_second"):
+            values = [row[key] for row in ok if row.get(key) is not None]
+            summary[key] = (statistics.mean(values) if key not in ("trainable_params", "total_params")
+                            else values[0]) if values else None
+        out.append(summary)
+    return out
+
+
 def markdown(rows: list[dict], metric: str) -> str:
     def fmt(v, spec):
         return "-" if v is None else format(v, spec)
 
-    lines = [f"| run | model | method | {metric} | macro F1 | trainable params | % trained | train s | peak MB | tokens/s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    def score(r, key):
+        if "seeds" not in r:
+            return fmt(r[key], ".3f")
+        spread = f" ± {r[f'{key}_sd']:.3f}" if r.get(f"{key}_sd") is not None else ""
+        return f"{fmt(r[key], '.3f')}{spread} ({len(r[f'{key}_per_seed'])})"
+
+    seeded = any("seeds" in r for r in rows)
+    lines = [f"| run | model | method | {metric}{' (mean ± sd, seeds)' if seeded else ''} | macro F1 | trainable params | "
+             "% trained | train s | peak MB | tokens/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"| {r['run']} | {r['model']} | {r['method']} | failed | | | | | | |")
             continue
         share = 100 * r["trainable_params"] / r["total_params"] if r.get("total_params") else None
         model = ("random init: " if r["random_init"] else "") + r["model"]
-        lines.append(f"| {r['run']} | {model} | {r['method']} | {fmt(r[metric], '.3f')} | {fmt(r['f1'], '.3f')} | "
+        lines.append(f"| {r['run']} | {model} | {r['method']} | {score(r, metric)} | {score(r, 'f1')} | "
                      f"{r['trainable_params']:,} | {fmt(share, '.2f')} | {fmt(r['wall_seconds'], '.0f')} | "
                      f"{fmt(r['peak_memory_mb'], '.0f')} | {fmt(r['tokens_per_second'], ',.0f')} |")
     return "\n".join(lines) + "\n"
@@ -146,13 +192,14 @@ def markdown(rows: list[dict], metric: str) -> str:
 
 def compare(recipe: str, methods: list[str], models: list[str] | None = None, overrides: list[str] | None = None,
             output_dir: str | None = None, launcher: str | None = None, overwrite: bool = False,
-            skip: list[str] | None = None) -> list[dict]:
-    """Run each (model, method) as its own `hfkit finetune` process and tabulate their metrics.json."""
+            skip: list[str] | None = None, seeds: int = 1) -> list[dict]:
+    """Run each (model, method) as its own `hfkit finetune` process (`seeds` times, with different train.seed) and
+    tabulate their metrics.json; with seeds, the table, JSON and plot show each cell's mean and spread."""
     from .config import resolve
     from .plots import comparison_plot
 
     overrides = list(overrides or [])
-    out, runs = plan(recipe, methods, models, overrides, output_dir, skip)
+    out, runs = plan(recipe, methods, models, overrides, output_dir, skip, seeds)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputDirError(f"output_dir '{out}' is not empty; pass --overwrite to replace the comparison there")
     metric = resolve("finetune", recipe, overrides=runs[0].overrides).train.metric_for_best or "accuracy"
@@ -169,11 +216,14 @@ def compare(recipe: str, methods: list[str], models: list[str] | None = None, ov
         if code != 0:
             failed.append(run.name)
     rows = table_rows(out, runs, metric)
-    (out / "comparison.json").write_text(json.dumps({"recipe": str(recipe), "metric": metric, "overrides": overrides,
-                                                     "rows": rows}, indent=2) + "\n", encoding="utf-8")
-    text = markdown(rows, metric)
+    summary = {"recipe": str(recipe), "metric": metric, "overrides": overrides, "seeds": seeds, "rows": rows}
+    shown = rows
+    if seeds > 1:
+        shown = summary["cells"] = cell_rows(rows, runs, metric)
+    (out / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    text = markdown(shown, metric)
     (out / "comparison.md").write_text(text, encoding="utf-8")
-    comparison_plot(out / "comparison.png", [r for r in rows if r["status"] == "ok"], metric)
+    comparison_plot(out / "comparison.png", [r for r in shown if r["status"] == "ok"], metric)
     print("\n" + text, flush=True)
     log(f"comparison written to {out}/comparison.{{json,md,png}}")
     if failed:

@@ -116,8 +116,16 @@ class TrainConfig:
     means the same on 1 or 64 GPUs. The derived gradient_accumulation_steps is recorded in hfkit.yaml."""
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "adamw_8bit"] = "adamw_torch"
     """adamw_torch_fused is faster on GPUs; adafactor keeps less state; adamw_8bit needs bitsandbytes."""
-    learning_rate: float | None = None
-    """Peak learning rate (null: 5e-4 for pretraining; for fine-tuning the method's, see DEFAULT_LEARNING_RATES)."""
+    learning_rate: float | Literal["auto"] | None = None
+    """Peak learning rate (null: 5e-4 for pretraining; for fine-tuning the method's rule, see default_learning_rate);
+    auto: a learning-rate range test on the run's own model and data picks it (lr_find.png, the rate in hfkit.yaml)."""
+    lr_find_steps: int = 100
+    """Steps of the range test behind learning_rate auto / --find-lr (the rate rises from 1e-7 to 1)."""
+    layer_lr_decay: float = 1.0
+    """Discriminative rates (ULMFiT): the head trains at learning_rate, the top layer at x this, the next at x this^2,
+    ..., the embeddings last; 1 = one rate for all."""
+    class_weights: Literal["none", "balanced"] = "none"
+    """balanced: weight the loss by inverse class frequency (single-label classification), so small classes count."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
     warmup_ratio: float = 0.0
@@ -229,6 +237,8 @@ class PretrainConfig:
                                 "(the tokenizer uses its own threads); set it to 0")
             if self.train.group_by_length:
                 problems.append("train.group_by_length: needs the whole dataset; unset it with data.streaming")
+        if self.train.class_weights != "none":
+            problems.append("train.class_weights: weights classes of a fine-tuning run; pretraining has no classes")
         if self.data.block_size < 8:
             problems.append(f"data.block_size: {self.data.block_size} is too small; use >= 8 (128 or 512 are usual)")
         if not self.output_dir:
@@ -273,7 +283,11 @@ def _validate_train(t: TrainConfig) -> list[str]:
 
         if importlib.util.find_spec("bitsandbytes") is None:
             problems.append("train.optimizer: adamw_8bit needs the bitsandbytes package (pip install bitsandbytes)")
-    positive("learning_rate", t.learning_rate, allow_none=True)
+    if t.learning_rate != "auto":
+        positive("learning_rate", t.learning_rate, allow_none=True)
+    positive("lr_find_steps", t.lr_find_steps)
+    if not 0.0 < t.layer_lr_decay <= 1.0:
+        problems.append(f"train.layer_lr_decay: {t.layer_lr_decay} must be in (0, 1] (0.8 is usual; 1 turns it off)")
     positive("max_steps", t.max_steps, allow_none=True)
     if t.max_steps is None:
         positive("epochs", t.epochs)
@@ -352,9 +366,15 @@ class FrozenConfig:
     dropout: float = 0.1
     """Dropout before the head's last layer."""
     unfreeze_last: int = 0
-    """Also train the top N transformer layers (gradual unfreezing); 0 keeps the backbone frozen."""
+    """Also train the top N transformer layers throughout; 0 keeps the backbone frozen."""
+    unfreeze_schedule: Literal["none", "gradual"] = "none"
+    """gradual (ULMFiT; methods frozen and full): the head trains alone in epoch 1, then one more layer from the top
+    joins each epoch, the embeddings last."""
     cache_features: bool = True
     """When nothing in the backbone trains, compute its features once and train the head on them."""
+    solver: Literal["auto", "lbfgs", "sgd"] = "auto"
+    """How a head on cached features learns. auto: a linear head is solved to convergence by L-BFGS (its L2 chosen on
+    the validation split; epochs and learning rate unused), an MLP head trains by epochs; sgd: train by epochs."""
 
 
 @dataclass
@@ -398,10 +418,10 @@ class PromptConfig:
     template, which is P-tuning as its paper meant it). lora.* and soft_prompt.* configure them."""
 
 
-# Usual starting points per method (full fine-tuning of BERT-size models: 2e-5..5e-5, BERT paper; LoRA 1e-4..1e-3
-# (LoRA paper: 4e-4..5e-4 for RoBERTa); heads on frozen features and soft prompts train few weights and take 1e-3..3e-2
-# (prompt tuning paper: 0.3 with Adafactor; with AdamW much smaller).
-DEFAULT_LEARNING_RATES = {"full": 3e-5, "frozen": 1e-3, "lora": 5e-4, "prompt_tuning": 1e-2, "prefix_tuning": 1e-2,
+# Peak rates per method, measured (benchmarks/defaults.py, MiniLM on three labelled sets of a few hundred rows, 3
+# epochs): BERT's 2e-5..5e-5 is too low for a small model on a few hundred rows (at 3e-5, 51 steps left MiniLM at
+# chance on movie sentences; 1e-4 reached 0.69). LoRA and soft prompts train few weights and take much larger rates.
+DEFAULT_LEARNING_RATES = {"full": 2e-4, "frozen": 1e-3, "lora": 2e-3, "prompt_tuning": 3e-2, "prefix_tuning": 1e-2,
                           "p_tuning": 3e-3, "ia3": 3e-3, "zero_shot": 0.0}
 
 
@@ -427,7 +447,7 @@ class FinetuneConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     soft_prompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3.0, logging_steps=20))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3.0, batch_size=8, logging_steps=20))
 
     @property
     def prompted(self) -> bool:
@@ -435,17 +455,25 @@ class FinetuneConfig:
         return self.method in ("pet", "zero_shot")
 
     @property
+    def features_cached(self) -> bool:
+        """Method frozen with nothing in the backbone training: its features are computed once."""
+        f = self.frozen
+        return (self.method == "frozen" and f.cache_features and not f.unfreeze_last
+                and f.unfreeze_schedule == "none")
+
+    @property
+    def head_solved(self) -> bool:
+        """The frozen linear head on cached features is solved (solver.py), not trained by epochs."""
+        return self.features_cached and self.frozen.head == "linear" and self.frozen.solver != "sgd"
+
+    @property
     def adaptation(self) -> str:
         """The method that decides which weights learn: prompt.tune for pet, else the method itself."""
         return self.prompt.tune if self.method == "pet" else self.method
 
     def fill_defaults(self) -> None:
-        from .tasks import get_task
-
         if self.train.learning_rate is None:
             self.train.learning_rate = DEFAULT_LEARNING_RATES[self.adaptation]
-        if self.train.metric_for_best is None:
-            self.train.metric_for_best = get_task(self.task).metric_for_best(self)
 
     def validate(self) -> list[str]:
         from .tasks import TASKS, get_task
@@ -489,6 +517,18 @@ class FinetuneConfig:
         f = self.frozen
         if f.unfreeze_last < 0:
             problems.append("frozen.unfreeze_last: must be >= 0")
+        if f.unfreeze_schedule != "none" and self.method not in ("full", "frozen"):
+            problems.append(f"frozen.unfreeze_schedule: unfreezes layers of method full or frozen, not {self.method}")
+        if f.unfreeze_schedule != "none" and f.unfreeze_last:
+            problems.append("frozen.unfreeze_schedule and frozen.unfreeze_last: choose one (a schedule, or a fixed "
+                            "number of top layers)")
+        if f.solver == "lbfgs" and self.method == "frozen" and not self.features_cached:
+            problems.append("frozen.solver: lbfgs solves a linear head on cached features; it needs frozen.head=linear, "
+                            "frozen.unfreeze_last=0, no unfreeze_schedule and frozen.cache_features=true")
+        if self.train.class_weights == "balanced" and (self.multi_label or self.regression or self.prompted
+                                                       or self.task != "classification"):
+            problems.append("train.class_weights: balanced weights single-label classification (not multi_label, "
+                            "regression, pet/zero_shot or token tasks)")
         if f.hidden_size < 1:
             problems.append("frozen.hidden_size: must be >= 1")
         if not 0.0 <= f.dropout < 1.0:

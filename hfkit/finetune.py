@@ -17,6 +17,7 @@ from .errors import ConfigError, ModelError
 from .flops import mfu_metrics
 from .methods import METHODS
 from .models import count_parameters, resolve_model_path
+from .optim import set_up_optimization
 from .tasks import Task, get_task
 from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, log, padding_fraction, ranks_in_sync,
                        run_stats, start_run, steps_this_session, training_arguments)
@@ -56,12 +57,22 @@ def build_trainer(cfg: FinetuneConfig, task: Task, info, model, tokenizer, encod
                               **extra)
     callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if has_eval and t.early_stopping_patience else []
     return trainer_cls(model=model, args=args, train_dataset=encoded.get("train"),
+                       compute_loss_func=task.loss_function(cfg, info),
                        eval_dataset=encoded.get("validation"), data_collator=collator, processing_class=tokenizer,
                        compute_metrics=task.compute_metrics(cfg, info, "validation") if has_eval else None,
                        callbacks=callbacks)
 
 
-def run(cfg: FinetuneConfig) -> RunResult:
+def find_learning_rate(cfg: FinetuneConfig, trainer) -> RunResult:
+    """--find-lr: the range test alone; lr_find.png / lr_find.json in output_dir, nothing else written."""
+    if cfg.head_solved:
+        raise ConfigError("--find-lr: a linear frozen head on cached features is solved (frozen.solver auto), with no "
+                          "learning rate; use frozen.solver=sgd or frozen.head=mlp to train it by rate")
+    found = set_up_optimization(trainer, cfg, find_only=True)
+    return RunResult(output_dir=Path(cfg.output_dir), metrics=found, config=cfg)
+
+
+def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
     task, method = get_task(cfg.task, cfg), METHODS[cfg.adaptation]
     check_method(cfg, task)
     task.check_supported(cfg)
@@ -71,6 +82,10 @@ def run(cfg: FinetuneConfig) -> RunResult:
         splits, info = task.load_data(cfg, tokenizer)
         encoded = task.encode(splits, tokenizer, cfg, info)
     log(task.describe(splits, info))
+    if cfg.train.metric_for_best is None:
+        cfg.train.metric_for_best, why = task.select_metric(cfg, info)
+        if "validation" in splits:
+            log(f"model selection: the checkpoint with the best eval {cfg.train.metric_for_best} is kept ({why})")
     model, fresh = getattr(task, method.model_builder)(cfg, tokenizer, info)
     if fresh:
         log(f"initialised here (not in the checkpoint): {', '.join(fresh)}")
@@ -81,14 +96,19 @@ def run(cfg: FinetuneConfig) -> RunResult:
     lengths = [len(ids) for ids in encoded["train"]["input_ids"]] if "train" in encoded else []
     encoded, collator, cached = method.prepare(model, encoded, task.collator(tokenizer, cfg, info), cfg, log)
 
+    if find_lr:
+        return find_learning_rate(cfg, build_trainer(cfg, task, info, model, tokenizer, encoded, collator))
     if state.is_main_process:
         claim_output_dir(cfg.output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
-        save_yaml(cfg, Path(cfg.output_dir) / "hfkit.yaml")
     trainer = build_trainer(cfg, task, info, model, tokenizer, encoded, collator)
+    found = set_up_optimization(trainer, cfg, resume_from=resume_from) if not cfg.head_solved else {}
+    if state.is_main_process:
+        save_yaml(cfg, Path(cfg.output_dir) / "hfkit.yaml")
     start = time.perf_counter()
-    train_output = method.train(trainer, resume_from, cfg.output_dir)
+    train_output = method.train(trainer, cfg, resume_from)
     wall = time.perf_counter() - start
-    metrics = {"method": cfg.method, **task.run_facts(cfg), "features_cached": cached}
+    metrics = {"method": cfg.method, **task.run_facts(cfg), "features_cached": cached, **found,
+               "metric_for_best": cfg.train.metric_for_best}
     metrics.update(run_metrics(cfg, task, info, trainer, train_output, encoded, model=model, wall=wall,
                                resume_from=resume_from, lengths=lengths, per_token=not cached))
 

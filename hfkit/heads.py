@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
+from .optim import transformer_layers
+
 HEAD_WEIGHTS = "classifier_head.safetensors"
 HEAD_CONFIG = "classifier_head.json"
 
@@ -31,12 +33,6 @@ class ClassifierHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
-
-
-def transformer_layers(backbone) -> nn.ModuleList | None:
-    """The stack of transformer blocks: the longest ModuleList in the model (encoder.layer, h, layers, ...)."""
-    lists = [m for m in backbone.modules() if isinstance(m, nn.ModuleList)]
-    return max(lists, key=len) if lists else None
 
 
 class FrozenBackbone(nn.Module):

@@ -25,6 +25,8 @@ def apply_full(model, cfg, task_type, fresh):
 
 def apply_frozen(model, cfg, task_type, fresh):
     model.freeze_backbone(unfreeze_last=cfg.frozen.unfreeze_last)
+    if cfg.frozen.unfreeze_schedule != "none":
+        model.backbone_frozen = False  # layers will train (optim.gradual_unfreezing): dropout on, as in training
     return model
 
 
@@ -126,7 +128,7 @@ def keep_inputs(model, encoded, collator, cfg, log):
 def cache_features(model, encoded, collator, cfg, log):
     """(encoded, collator, features_cached): when the backbone is frozen whole, its features, computed once, replace
     the tokens (heads.extract_features) and the head trains on them."""
-    if cfg.frozen.unfreeze_last or not cfg.frozen.cache_features:
+    if not cfg.features_cached:
         return encoded, collator, False
     from .heads import extract_features, feature_collator
 
@@ -137,14 +139,28 @@ def cache_features(model, encoded, collator, cfg, log):
     return encoded, feature_collator, True
 
 
-def fit(trainer, resume_from, output_dir):
+def fit(trainer, cfg, resume_from):
     """Train (resumable, stopped safely on a signal or a non-finite loss); the Trainer's TrainOutput."""
     from .training import train_safely
 
-    return train_safely(trainer, resume_from, output_dir)
+    return train_safely(trainer, resume_from, cfg.output_dir)
 
 
-def no_training(trainer, resume_from, output_dir):
+def fit_frozen(trainer, cfg, resume_from):
+    """A linear head on cached pooled features is solved (solver.py); any other frozen head trains by epochs."""
+    from .heads import FeatureDataset
+
+    dataset = trainer.train_dataset
+    pooled = isinstance(dataset, FeatureDataset) and len(dataset) and dataset.features[0].dim() == 1
+    if cfg.head_solved and pooled:
+        from .console import log
+        from .solver import solve_frozen_head
+
+        return solve_frozen_head(trainer, cfg, log)
+    return fit(trainer, cfg, resume_from)
+
+
+def no_training(trainer, cfg, resume_from):
     return None
 
 
@@ -165,7 +181,7 @@ class Method:
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("full", apply_full),
-    Method("frozen", apply_frozen, model_builder="build_frozen_model", prepare=cache_features),
+    Method("frozen", apply_frozen, model_builder="build_frozen_model", prepare=cache_features, train=fit_frozen),
     Method("lora", apply_lora, peft=True, mergeable=True),
     Method("prompt_tuning", apply_prompt_tuning, peft=True),
     Method("prefix_tuning", apply_prefix_tuning, peft=True),

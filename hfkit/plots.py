@@ -61,7 +61,8 @@ def loss_plot(output_dir: str | Path, history: list[dict], metric: str | None = 
 
 
 def comparison_plot(path: str | Path, rows: list[dict], metric: str) -> Path | None:
-    """Quality against trainable parameters (log scale); marker area grows with wall time."""
+    """Quality against trainable parameters (log scale); marker area grows with wall time; rows with a spread over
+    seeds (`<metric>_sd`) get error bars."""
     plt = _pyplot()
     if plt is None:
         return None
@@ -76,6 +77,8 @@ def comparison_plot(path: str | Path, rows: list[dict], metric: str) -> Path | N
         colour = plt.cm.tab10(models.index((r["model"], r["random_init"])) % 10)
         ax.scatter([x], [r[metric]], s=40 + 600 * r["wall_seconds"] / longest, alpha=0.6, color=colour,
                    marker=markers[methods.index(r["method"]) % len(markers)])
+        if r.get(f"{metric}_sd") is not None:  # a cell run with several seeds: mean, +- one standard deviation
+            ax.errorbar([x], [r[metric]], yerr=[r[f"{metric}_sd"]], color=colour, capsize=4, lw=1)
         ax.annotate(r["run"], (x, r[metric]), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")

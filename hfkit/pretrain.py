@@ -14,6 +14,7 @@ from pathlib import Path
 from .config import PretrainConfig, save_yaml
 from .errors import ConfigError, ModelError
 from .flops import mfu_metrics
+from .optim import set_up_optimization
 from .models import (PRESETS, count_parameters, fix_loss_scaling, head_on_masked_only, load_pretrained, max_positions,
                      preset_config, resolve_model_path)
 from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, log, ranks_in_sync, run_stats,
@@ -130,7 +131,8 @@ def perplexity(loss: float | None) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------- the recipe
-def run(cfg: PretrainConfig) -> RunResult:
+def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
+    """Pretrain per `cfg`; `find_lr`: only run the learning-rate range test (lr_find.png / lr_find.json)."""
     from .data import load_corpus
 
     output_dir = cfg.output_dir
@@ -159,14 +161,19 @@ def run(cfg: PretrainConfig) -> RunResult:
     log(f"model: {type(model).__name__}, {total / 1e6:.2f}M parameters")
     if not streaming and len(lm["train"]) == 0:
         raise ModelError("data.train: tokenization produced no blocks")
+    if find_lr:
+        trainer = build_trainer(cfg, model, tokenizer, lm, build_collator(cfg, tokenizer), output_dir)
+        return RunResult(output_dir=Path(output_dir), metrics=set_up_optimization(trainer, cfg, find_only=True),
+                         config=cfg)
     if state.is_main_process:
         claim_output_dir(output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
-        save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
     trainer = build_trainer(cfg, model, tokenizer, lm, build_collator(cfg, tokenizer), output_dir)
     if position is not None:
         trainer.add_callback(position)
+    metrics: dict = set_up_optimization(trainer, cfg, resume_from=resume_from)
+    if state.is_main_process:
+        save_yaml(cfg, Path(output_dir) / "hfkit.yaml")
 
-    metrics: dict = {}
     has_eval = "validation" in lm
     if cfg.train.eval_before_training and has_eval and resume_from is None:
         before = trainer.evaluate()

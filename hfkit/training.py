@@ -141,7 +141,7 @@ def training_arguments(t, output_dir: str | Path, *, has_eval: bool, save_with_e
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
+        learning_rate=0.0 if t.learning_rate == "auto" else t.learning_rate,  # auto: optim.set_up_optimization sets it
         weight_decay=t.weight_decay,
         warmup_steps=t.warmup_ratio,  # transformers 5: a value below 1 is a fraction of the total steps
         lr_scheduler_type=t.lr_scheduler,

@@ -100,6 +100,11 @@ CASES = {
     "invalid IOB2 sequence": (lambda i: ner(i, "ner_invalid.conll"), "tag I-ani follows O, which is invalid IOB2"),
     "method the task does not allow": (lambda i: ner(i) + ["method=p_tuning"], "method: p_tuning is not available for task token_classification"),
     "incompatible label options": (lambda i: fine(i) + ["multi_label=true", "regression=true"], "multi_label and regression: choose one"),
+    "learning rate neither a number nor auto": (lambda i: fine(i) + ["train.learning_rate=fast"], "train.learning_rate: expected a number or 'auto' or null, got 'fast'"),
+    "class weights on regression": (lambda i: fine(i) + ["regression=true", "train.class_weights=balanced"], "train.class_weights: balanced weights single-label classification"),
+    "layer-wise decay out of range": (lambda i: fine(i) + ["train.layer_lr_decay=1.5"], "train.layer_lr_decay: 1.5 must be in (0, 1]"),
+    "unfreezing schedule for an adapter": (lambda i: fine(i) + ["method=lora", "frozen.unfreeze_schedule=gradual"], "frozen.unfreeze_schedule: unfreezes layers of method full or frozen, not lora"),
+    "L-BFGS for an MLP head": (lambda i: fine(i) + ["method=frozen", "frozen.head=mlp", "frozen.solver=lbfgs"], "frozen.solver: lbfgs solves a linear head on cached features"),
 }
 
 
@@ -124,4 +129,4 @@ def test_bad_input_one_line_exit_2_outputs_untouched(name, inputs, tmp_path):
 
 
 def test_case_count():
-    assert len(CASES) == 38
+    assert len(CASES) == 43

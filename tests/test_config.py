@@ -129,10 +129,15 @@ def test_every_shipped_finetune_recipe_loads_and_validates():
 
 def test_finetune_learning_rate_defaults_per_method():
     base = {"model": {"path": "m"}, "data": {"train": "t.csv"}}
-    assert resolve("finetune", {**base, "method": "full"}).train.learning_rate == 3e-5
-    assert resolve("finetune", {**base, "method": "lora"}).train.learning_rate == 5e-4
+    assert resolve("finetune", {**base, "method": "full"}).train.learning_rate == 2e-4
+    assert resolve("finetune", {**base, "method": "lora"}).train.learning_rate == 2e-3
     assert resolve("finetune", {**base, "method": "lora"}, ["train.learning_rate=1e-4"]).train.learning_rate == 1e-4
-    assert resolve("finetune", {**base, "regression": True}).train.metric_for_best == "mse"
+    assert resolve("finetune", {**base, "method": "lora"}, ["train.learning_rate=auto"]).train.learning_rate == "auto"
+    # the selection metric waits for the data (macro-F1 when classes are unbalanced); the task's own measure else
+    assert resolve("finetune", base).train.metric_for_best is None
+    from hfkit.tasks import get_task
+
+    assert get_task("classification").metric_for_best(resolve("finetune", {**base, "regression": True})) == "mse"
 
 
 @pytest.mark.parametrize("overrides, expected", [

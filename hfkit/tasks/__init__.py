@@ -52,6 +52,14 @@ class Task:
     def metric_for_best(self, cfg) -> str:
         return self.default_metric
 
+    def select_metric(self, cfg, info) -> tuple[str, str]:
+        """(metric that picks the best checkpoint, why), once the data is known; train.metric_for_best wins."""
+        return self.metric_for_best(cfg), "the task's measure"
+
+    def loss_function(self, cfg, info):
+        """A Trainer compute_loss_func replacing the model's own loss (e.g. class-weighted), or None."""
+        return None
+
     def check_supported(self, cfg) -> None:
         """Refuse, before any data is read, what the installed libraries cannot do (raise ConfigError)."""
 

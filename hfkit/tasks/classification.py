@@ -308,13 +308,52 @@ class Classification(Task):
     def metric_for_best(self, cfg) -> str:
         return "mse" if cfg.regression else ("f1" if cfg.multi_label else "accuracy")
 
+    _labels: list = []  # the training labels and their counts (single-label), once load_data has run
+    _counts: dict = {}
+
+    # The smallest class below this share of the largest makes a set unbalanced: selection then uses macro-F1.
+    UNBALANCED = 0.5
+
+    def select_metric(self, cfg, info) -> tuple[str, str]:
+        if info.problem_type != "single_label_classification":
+            return self.metric_for_best(cfg), "the task's measure"
+        counts = self._counts
+        if not counts:
+            return "accuracy", "no training labels to weigh"
+        (big, most), (small, least) = max(counts.items(), key=lambda kv: kv[1]), min(counts.items(), key=lambda kv: kv[1])
+        shares = f"smallest class {info.names[small]} has {least} training rows, largest {info.names[big]} {most}"
+        if least < self.UNBALANCED * most:
+            return "f1", f"classes are unbalanced ({shares}): macro-F1 weighs every class alike, accuracy would favour the largest"
+        return "accuracy", f"classes are near balanced ({shares})"
+
+    def loss_function(self, cfg, info):
+        if cfg.train.class_weights != "balanced":
+            return None
+        import torch
+
+        from ..optim import weighted_loss
+        from ..solver import class_weights
+        from ..training import log
+
+        weights = class_weights(torch.tensor(self._labels), info.num_labels)
+        log("class weights (balanced, n / (classes x count)): " +
+            ", ".join(f"{name} {w:.2f}" for name, w in zip(info.names, weights.tolist())))
+        return weighted_loss(weights.float())
+
     def check_supported(self, cfg) -> None:
         from ..methods import check_prefix_tuning
 
         check_prefix_tuning(cfg, "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING")
 
     def load_data(self, cfg, tokenizer):
-        return load_labelled(cfg)
+        splits, info = load_labelled(cfg)
+        self._remember_labels(splits, info)
+        return splits, info
+
+    def _remember_labels(self, splits, info) -> None:
+        self._labels = list(splits["train"]["labels"]) if "train" in splits else []
+        single = info.problem_type == "single_label_classification"
+        self._counts = dict(Counter(self._labels)) if single else {}
 
     def describe(self, splits, info) -> str:
         counts = Counter(splits["train"]["labels"]) if info.problem_type == "single_label_classification" else None
@@ -462,7 +501,9 @@ class Cloze(Classification):
                  "text_pair_column": d.text_pair_column, "label_column": d.label_column}
         self.prompt = make_prompt(cfg.prompt.template, cfg.prompt.verbalizer, tokenizer, kind, d.max_length,
                                   aliases={"text": d.text_column, "text_pair": d.text_pair_column}, extra=extra)
-        return load_labelled(cfg, names=self.prompt.labels, columns=self.prompt.template.columns)
+        splits, info = load_labelled(cfg, names=self.prompt.labels, columns=self.prompt.template.columns)
+        self._remember_labels(splits, info)
+        return splits, info
 
     def describe(self, splits, info) -> str:
         p = self.prompt
