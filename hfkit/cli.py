@@ -80,8 +80,9 @@ def _train(kind: str, recipe: str, overrides, overwrite: bool, resume: bool, sho
         return
     if find_lr:
         rate = result.metrics.get("learning_rate_found")
-        typer.echo(f"suggested learning rate: {rate:.2g}  (curve: {result.output_dir / 'lr_find.png'}); train with "
-                   f"train.learning_rate={rate:.2g}, or train.learning_rate=auto to find it in the run")
+        note = " (the curve is flat: this is the method's default)" if result.metrics.get("lr_find_inconclusive") else ""
+        typer.echo(f"suggested learning rate: {rate:.2g}{note}  (curve: {result.output_dir / 'lr_find.png'}); train "
+                   f"with train.learning_rate={rate:.2g}, or train.learning_rate=auto to find it in the run")
         return
     shown = {k: result.metrics.get(k) for k in shown_keys}
     typer.echo("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items() if v is not None))

@@ -117,7 +117,7 @@ class TrainConfig:
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "adamw_8bit"] = "adamw_torch"
     """adamw_torch_fused is faster on GPUs; adafactor keeps less state; adamw_8bit needs bitsandbytes."""
     learning_rate: float | Literal["auto"] | None = None
-    """Peak learning rate (null: 5e-4 for pretraining; for fine-tuning the method's rule, see default_learning_rate);
+    """Peak learning rate (null: 5e-4 for pretraining; for fine-tuning the method's, see DEFAULT_LEARNING_RATES);
     auto: a learning-rate range test on the run's own model and data picks it (lr_find.png, the rate in hfkit.yaml)."""
     lr_find_steps: int = 100
     """Steps of the range test behind learning_rate auto / --find-lr (the rate rises from 1e-7 to 1)."""

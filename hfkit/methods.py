@@ -173,6 +173,7 @@ class Method:
     prepare: Callable = keep_inputs  # what the model reads: tokens, or features computed once
     train: Callable = fit  # zero_shot evaluates only
     mergeable: bool = False  # lora.merge can fold the adapter into the base weights
+    lr_find_divisor: float = 10.0  # learning_rate auto: the range test's lowest-loss rate / this (optim.suggest_rate)
 
     @property
     def frozen_backbone(self) -> bool:
@@ -182,7 +183,7 @@ class Method:
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("full", apply_full),
     Method("frozen", apply_frozen, model_builder="build_frozen_model", prepare=cache_features, train=fit_frozen),
-    Method("lora", apply_lora, peft=True, mergeable=True),
+    Method("lora", apply_lora, peft=True, mergeable=True, lr_find_divisor=2.0),
     Method("prompt_tuning", apply_prompt_tuning, peft=True),
     Method("prefix_tuning", apply_prefix_tuning, peft=True),
     Method("p_tuning", apply_p_tuning, peft=True),

@@ -160,17 +160,25 @@ def test_suggested_rate_lies_on_the_falling_part_of_the_curve():
 
 def test_suggest_rate_rules():
     rates = [10 ** (-6 + k / 10) for k in range(50)]
-
-    def curve(centre):  # a smooth fall centred on `centre`, then a jump (divergence) past 5e-2
-        return [1.0 / (1 + math.exp((math.log10(r) - math.log10(centre)) * 4)) + (0.5 if r > 5e-2 else 0.0)
-                for r in rates]
-
-    suggestion, minimum, steepest = suggest_rate(rates, curve(1e-2))
+    # a smooth fall centred on 1e-3, then a jump (divergence) past 5e-2
+    losses = [1.0 / (1 + math.exp((math.log10(r) + 3) * 4)) + (0.5 if r > 5e-2 else 0.0) for r in rates]
+    suggestion, minimum, steepest = suggest_rate(rates, losses)
     assert minimum == max(r for r in rates if r <= 5e-2)  # the last rate before the jump
-    assert steepest == pytest.approx(1e-2, rel=0.3) and suggestion == steepest  # inside [minimum/10, minimum/2]
-    suggestion, minimum, steepest = suggest_rate(rates, curve(1e-4))
-    assert steepest == pytest.approx(1e-4, rel=0.3) and suggestion == pytest.approx(minimum / 10)  # floor
-    assert suggest_rate(rates[:3], curve(1e-2)[:3]) == (None, None, None)
+    assert suggestion == pytest.approx(minimum / 10) and steepest == pytest.approx(1e-3, rel=0.3)
+    assert suggest_rate(rates[:3], losses[:3]) == (None, None, None)
+
+
+def test_a_flat_range_test_falls_back_to_the_default_rate(tmp_path, random_bert_dir, labelled):
+    """Labels that no text predicts: the loss cannot fall, so the curve says nothing and the default is used."""
+    rows = pd.read_csv(labelled / "train.csv")
+    rows["label"] = ["animal", "person"] * (len(rows) // 2)
+    rows.to_csv(tmp_path / "noise.csv", index=False)
+    cfg = finetune_cfg(random_bert_dir, labelled, tmp_path / "flat", "frozen",
+                       **{"data.train": str(tmp_path / "noise.csv"), "frozen.solver": "sgd",
+                          "train.learning_rate": "auto", "train.lr_find_steps": 30, "train.epochs": 1})
+    cfg["train"]["learning_rate"] = "auto"
+    result = hfkit.finetune(cfg, find_lr=True)
+    assert result.metrics == {"learning_rate_found": 1e-3, "lr_find_inconclusive": True}  # frozen's default
 
 
 def test_learning_rate_auto_and_find_lr(tmp_path, random_bert_dir, labelled):
