@@ -522,7 +522,7 @@ class FinetuneConfig:
         if f.unfreeze_schedule != "none" and f.unfreeze_last:
             problems.append("frozen.unfreeze_schedule and frozen.unfreeze_last: choose one (a schedule, or a fixed "
                             "number of top layers)")
-        if f.solver == "lbfgs" and self.method == "frozen" and not self.features_cached:
+        if f.solver == "lbfgs" and self.method == "frozen" and not self.head_solved:
             problems.append("frozen.solver: lbfgs solves a linear head on cached features; it needs frozen.head=linear, "
                             "frozen.unfreeze_last=0, no unfreeze_schedule and frozen.cache_features=true")
         if self.train.class_weights == "balanced" and (self.multi_label or self.regression or self.prompted

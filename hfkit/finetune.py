@@ -17,7 +17,6 @@ from .errors import ConfigError, ModelError
 from .flops import mfu_metrics
 from .methods import METHODS
 from .models import count_parameters, resolve_model_path
-from .optim import set_up_optimization
 from .tasks import Task, get_task
 from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, log, padding_fraction, ranks_in_sync,
                        run_stats, start_run, steps_this_session, training_arguments)
@@ -65,6 +64,8 @@ def build_trainer(cfg: FinetuneConfig, task: Task, info, model, tokenizer, encod
 
 def find_learning_rate(cfg: FinetuneConfig, trainer) -> RunResult:
     """--find-lr: the range test alone; lr_find.png / lr_find.json in output_dir, nothing else written."""
+    from .optim import set_up_optimization
+
     if cfg.head_solved:
         raise ConfigError("--find-lr: a linear frozen head on cached features is solved (frozen.solver auto), with no "
                           "learning rate; use frozen.solver=sgd or frozen.head=mlp to train it by rate")
@@ -73,6 +74,8 @@ def find_learning_rate(cfg: FinetuneConfig, trainer) -> RunResult:
 
 
 def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
+    from .optim import set_up_optimization  # imports torch: not at module level (hfkit --help stays light)
+
     task, method = get_task(cfg.task, cfg), METHODS[cfg.adaptation]
     check_method(cfg, task)
     task.check_supported(cfg)

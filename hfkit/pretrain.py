@@ -14,7 +14,6 @@ from pathlib import Path
 from .config import PretrainConfig, save_yaml
 from .errors import ConfigError, ModelError
 from .flops import mfu_metrics
-from .optim import set_up_optimization
 from .models import (PRESETS, count_parameters, fix_loss_scaling, head_on_masked_only, load_pretrained, max_positions,
                      preset_config, resolve_model_path)
 from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, log, ranks_in_sync, run_stats,
@@ -134,6 +133,7 @@ def perplexity(loss: float | None) -> float | None:
 def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
     """Pretrain per `cfg`; `find_lr`: only run the learning-rate range test (lr_find.png / lr_find.json)."""
     from .data import load_corpus
+    from .optim import set_up_optimization  # imports torch: not at module level (hfkit --help stays light)
 
     output_dir = cfg.output_dir
     resume_from, state = start_run(cfg, cfg.model.path)
