@@ -62,20 +62,31 @@ def build_trainer(cfg: FinetuneConfig, task: Task, info, model, tokenizer, encod
                        callbacks=callbacks)
 
 
-def find_learning_rate(cfg: FinetuneConfig, trainer) -> RunResult:
-    """--find-lr: the range test alone; lr_find.png / lr_find.json in output_dir, nothing else written."""
-    from .optim import set_up_optimization
+def choose_metric(cfg: FinetuneConfig, task: Task, info, has_validation: bool) -> None:
+    """train.metric_for_best, when not set: the task's choice for this data (e.g. macro-F1 for unbalanced classes)."""
+    if cfg.train.metric_for_best is None:
+        cfg.train.metric_for_best, why = task.select_metric(cfg, info)
+        if has_validation:
+            log(f"model selection: the checkpoint with the best eval {cfg.train.metric_for_best} is kept ({why})")
+
+
+def optimization(trainer, cfg: FinetuneConfig, resume_from: str | None = None, find_only: bool = False) -> dict:
+    """optim.set_up_optimization with the method's rules for learning_rate auto (its default rate, for a flat
+    range-test curve, and its divisor); nothing for a solved head, which has no rate. metrics.json entries."""
+    from .config import DEFAULT_LEARNING_RATES
+    from .optim import set_up_optimization  # imports torch: not at module level (hfkit --help stays light)
 
     if cfg.head_solved:
-        raise ConfigError("--find-lr: a linear frozen head on cached features is solved (frozen.solver auto), with no "
-                          "learning rate; use frozen.solver=sgd or frozen.head=mlp to train it by rate")
-    found = set_up_optimization(trainer, cfg, find_only=True)
-    return RunResult(output_dir=Path(cfg.output_dir), metrics=found, config=cfg)
+        if find_only:
+            raise ConfigError("--find-lr: a linear frozen head on cached features is solved (frozen.solver auto), "
+                              "with no learning rate; use frozen.solver=sgd or frozen.head=mlp to train it by rate")
+        return {}
+    return set_up_optimization(trainer, cfg, resume_from=resume_from, find_only=find_only,
+                               default_rate=DEFAULT_LEARNING_RATES[cfg.adaptation],
+                               divisor=METHODS[cfg.adaptation].lr_find_divisor)
 
 
 def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
-    from .optim import set_up_optimization  # imports torch: not at module level (hfkit --help stays light)
-
     task, method = get_task(cfg.task, cfg), METHODS[cfg.adaptation]
     check_method(cfg, task)
     task.check_supported(cfg)
@@ -85,10 +96,7 @@ def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
         splits, info = task.load_data(cfg, tokenizer)
         encoded = task.encode(splits, tokenizer, cfg, info)
     log(task.describe(splits, info))
-    if cfg.train.metric_for_best is None:
-        cfg.train.metric_for_best, why = task.select_metric(cfg, info)
-        if "validation" in splits:
-            log(f"model selection: the checkpoint with the best eval {cfg.train.metric_for_best} is kept ({why})")
+    choose_metric(cfg, task, info, has_validation="validation" in splits)
     model, fresh = getattr(task, method.model_builder)(cfg, tokenizer, info)
     if fresh:
         log(f"initialised here (not in the checkpoint): {', '.join(fresh)}")
@@ -100,11 +108,12 @@ def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
     encoded, collator, cached = method.prepare(model, encoded, task.collator(tokenizer, cfg, info), cfg, log)
 
     if find_lr:
-        return find_learning_rate(cfg, build_trainer(cfg, task, info, model, tokenizer, encoded, collator))
+        found = optimization(build_trainer(cfg, task, info, model, tokenizer, encoded, collator), cfg, find_only=True)
+        return RunResult(output_dir=Path(cfg.output_dir), metrics=found, config=cfg)
     if state.is_main_process:
         claim_output_dir(cfg.output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
     trainer = build_trainer(cfg, task, info, model, tokenizer, encoded, collator)
-    found = set_up_optimization(trainer, cfg, resume_from=resume_from) if not cfg.head_solved else {}
+    found = optimization(trainer, cfg, resume_from)
     if state.is_main_process:
         save_yaml(cfg, Path(cfg.output_dir) / "hfkit.yaml")
     start = time.perf_counter()

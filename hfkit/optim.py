@@ -232,10 +232,12 @@ def range_test_plot(path: str | Path, result: RangeTest, title: str) -> Path | N
 
 
 # --------------------------------------------------------------------------------------------- wiring
-def set_up_optimization(trainer, cfg, *, resume_from: str | None = None, find_only: bool = False) -> dict:
+def set_up_optimization(trainer, cfg, *, resume_from: str | None = None, find_only: bool = False,
+                        default_rate: float = 5e-4, divisor: float = 10.0) -> dict:
     """Apply the run's optimisation options to a built Trainer, before it trains: the learning-rate range test
     (train.learning_rate auto, or `find_only`), then the optimizer with layer-wise rates and the gradual-unfreezing
-    callback. Returns entries for metrics.json. The rate found is written into cfg.train.learning_rate."""
+    callback. Returns entries for metrics.json. The rate found is written into cfg.train.learning_rate.
+    `default_rate`: what a flat range-test curve falls back to; `divisor`: see suggest_rate (both the method's)."""
     t = cfg.train
     frozen = getattr(cfg, "frozen", None)
     gradual = frozen is not None and frozen.unfreeze_schedule == "gradual" and cfg.method in ("full", "frozen")
@@ -259,7 +261,7 @@ def set_up_optimization(trainer, cfg, *, resume_from: str | None = None, find_on
             log(f"learning_rate auto: resuming, so the rate found before is kept ({previous:.3g})")
             rate = previous
         else:
-            rate, found = find_rate(trainer, cfg, factory)
+            rate, found = find_rate(trainer, cfg, factory, default_rate, divisor)
             facts.update(found)
         t.learning_rate = rate
         trainer.args.learning_rate = rate
@@ -272,18 +274,14 @@ def set_up_optimization(trainer, cfg, *, resume_from: str | None = None, find_on
     return facts
 
 
-def find_rate(trainer, cfg, factory) -> tuple[float, dict]:
+def find_rate(trainer, cfg, factory, default_rate: float, divisor: float) -> tuple[float, dict]:
     """Run the range test on one process, write lr_find.png / lr_find.json into the output directory, log and
-    return (rate, metrics.json entries). A flat curve (the loss falls under MIN_FALL) gives the default rate."""
+    return (rate, metrics.json entries). A flat curve (the loss falls under MIN_FALL) gives `default_rate`."""
     import json
-
-    from .methods import METHODS
 
     if trainer.args.world_size > 1:
         raise ConfigError("train.learning_rate=auto runs its range test on one process; find the rate with "
                           "`hfkit finetune ... --find-lr` (or pretrain) and pass it as train.learning_rate")
-    adaptation = getattr(cfg, "adaptation", None)  # fine-tuning: the method's own divisor
-    divisor = METHODS[adaptation].lr_find_divisor if adaptation else 10.0
     result = range_test(trainer, factory, steps=cfg.train.lr_find_steps, divisor=divisor)
     if result.suggestion is None:
         raise ConfigError(f"train.learning_rate=auto: the range test ran only {len(result.losses)} steps "
@@ -291,7 +289,7 @@ def find_rate(trainer, cfg, factory) -> tuple[float, dict]:
     fall = 1 - min(result.losses) / result.losses[0] if result.losses[0] > 0 else 1.0
     inconclusive = fall < MIN_FALL  # a flat curve: its minimum is noise, and so would be a rate read off it
     if inconclusive:
-        result.suggestion = fallback_rate(cfg)
+        result.suggestion = default_rate
         result.stopped += f"; inconclusive (the loss fell {100 * fall:.1f}%)"
     rate = float(f"{result.suggestion:.2g}")
     out = Path(cfg.output_dir)
@@ -309,14 +307,6 @@ def find_rate(trainer, cfg, factory) -> tuple[float, dict]:
         log(f"learning-rate range test: {len(result.rates)} steps, loss lowest at {result.minimum:.2e}, steepest "
             f"fall at {result.steepest or float('nan'):.2e} -> learning rate {rate:.2g} (curve: {out / 'lr_find.png'})")
     return rate, {"learning_rate_found": rate, "lr_find_inconclusive": inconclusive}
-
-
-def fallback_rate(cfg) -> float:
-    """The rate a run would use without `auto`: the fine-tuning method's default, or pretraining's."""
-    from .config import DEFAULT_LEARNING_RATES
-
-    adaptation = getattr(cfg, "adaptation", None)
-    return DEFAULT_LEARNING_RATES[adaptation] if adaptation else 5e-4
 
 
 def _rate_found_before(output_dir) -> float | None:
