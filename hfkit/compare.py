@@ -157,10 +157,11 @@ def cell_rows(rows: list[dict], runs: list[Run], metric: str) -> list[dict]:
             summary[f"{key}_per_seed"] = values
             summary[key] = statistics.mean(values) if values else None
             summary[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else None
-        for key in ("trainable_params", "total_params", "wall_seconds", "peak_memory_mb", "tokens_per_second"):
+        for key in ("trainable_params", "total_params"):  # the same in every seed
+            summary[key] = ok[0][key] if ok else None
+        for key in ("wall_seconds", "peak_memory_mb", "tokens_per_second"):
             values = [row[key] for row in ok if row.get(key) is not None]
-            summary[key] = (statistics.mean(values) if key not in ("trainable_params", "total_params")
-                            else values[0]) if values else None
+            summary[key] = statistics.mean(values) if values else None
         out.append(summary)
     return out
 

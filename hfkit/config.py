@@ -373,8 +373,9 @@ class FrozenConfig:
     cache_features: bool = True
     """When nothing in the backbone trains, compute its features once and train the head on them."""
     solver: Literal["auto", "lbfgs", "sgd"] = "auto"
-    """How a head on cached features learns. auto: a linear head is solved to convergence by L-BFGS (its L2 chosen on
-    the validation split; epochs and learning rate unused), an MLP head trains by epochs; sgd: train by epochs."""
+    """How a head on cached features learns. auto: a linear head on pooled features (classification) is solved to
+    convergence by L-BFGS (its L2 chosen on the validation split; epochs and learning rate unused), an MLP head or a
+    per-token head trains by epochs; sgd: train by epochs."""
 
 
 @dataclass
@@ -463,8 +464,12 @@ class FinetuneConfig:
 
     @property
     def head_solved(self) -> bool:
-        """The frozen linear head on cached features is solved (solver.py), not trained by epochs."""
-        return self.features_cached and self.frozen.head == "linear" and self.frozen.solver != "sgd"
+        """The frozen linear head on cached pooled features (a task with one feature vector per example) is solved
+        (solver.py), not trained by epochs."""
+        from .tasks import TASKS, get_task
+
+        return (self.features_cached and self.frozen.head == "linear" and self.frozen.solver != "sgd"
+                and self.task in TASKS and get_task(self.task).pooled_features)
 
     @property
     def adaptation(self) -> str:
@@ -524,7 +529,8 @@ class FinetuneConfig:
                             "number of top layers)")
         if f.solver == "lbfgs" and self.method == "frozen" and not self.head_solved:
             problems.append("frozen.solver: lbfgs solves a linear head on cached features; it needs frozen.head=linear, "
-                            "frozen.unfreeze_last=0, no unfreeze_schedule and frozen.cache_features=true")
+                            "frozen.unfreeze_last=0, no unfreeze_schedule, frozen.cache_features=true and a task "
+                            "with one feature vector per example (classification; a per-token head trains by epochs)")
         if self.train.class_weights == "balanced" and (self.multi_label or self.regression or self.prompted
                                                        or self.task != "classification"):
             problems.append("train.class_weights: balanced weights single-label classification (not multi_label, "

@@ -148,15 +148,10 @@ def fit(trainer, cfg, resume_from):
 
 def fit_frozen(trainer, cfg, resume_from):
     """A linear head on cached pooled features is solved (solver.py); any other frozen head trains by epochs."""
-    from .heads import FeatureDataset
-
-    dataset = trainer.train_dataset
-    pooled = isinstance(dataset, FeatureDataset) and len(dataset) and dataset.features[0].dim() == 1
-    if cfg.head_solved and pooled:
-        from .console import log
+    if cfg.head_solved:
         from .solver import solve_frozen_head
 
-        return solve_frozen_head(trainer, cfg, log)
+        return solve_frozen_head(trainer, cfg)
     return fit(trainer, cfg, resume_from)
 
 

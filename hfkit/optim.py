@@ -90,8 +90,8 @@ def build_optimizer(trainer, learning_rate: float, decay: float = 1.0, include_f
     return torch.optim.AdamW(params, lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
 
 
-def gradual_unfreezing(model, first_depth: int = 0):
-    """A TrainerCallback: at the start of epoch e, parameters of depth <= first_depth + e train, the rest are frozen
+def gradual_unfreezing(model):
+    """A TrainerCallback: at the start of epoch e (from 0), parameters of depth <= e train, the rest are frozen
     (ULMFiT: the head first, then one more block from the top each epoch, the embeddings last)."""
     from transformers import TrainerCallback
 
@@ -100,7 +100,7 @@ def gradual_unfreezing(model, first_depth: int = 0):
 
     class GradualUnfreeze(TrainerCallback):
         def on_epoch_begin(self, args, state, control, **kwargs):
-            reach = first_depth + int(math.floor((state.epoch or 0) + 1e-6))
+            reach = int(math.floor((state.epoch or 0) + 1e-6))
             for name, p in params.items():
                 p.requires_grad = depths[name] <= reach
             top = min(reach, count)
@@ -113,6 +113,7 @@ def gradual_unfreezing(model, first_depth: int = 0):
 # --------------------------------------------------------------------------------------------- range test
 # A range test whose smoothed loss never falls this far below its start has found nothing to read a rate from.
 MIN_FALL = 0.05
+
 
 @dataclass
 class RangeTest:

@@ -124,10 +124,12 @@ def stack_features(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return features, labels
 
 
-def solve_frozen_head(trainer, cfg, log) -> "object":
+def solve_frozen_head(trainer, cfg) -> "object":
     """Method frozen's training step when the head is linear and the features are cached: solve the head (see
     `solve_linear_head`), write it into the model's head, and return a transformers TrainOutput."""
     from transformers.trainer_utils import TrainOutput
+
+    from .console import log
 
     model = trainer.model
     problem = model.head_config["problem_type"]

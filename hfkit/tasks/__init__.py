@@ -39,6 +39,7 @@ class Task:
     title: str = ""  # for the model card, e.g. "token classification"
     methods: frozenset[str] = frozenset()  # the methods this task allows
     default_metric: str = "accuracy"  # metric_for_best when the config does not name one
+    pooled_features: bool = False  # one feature vector per example: a frozen linear head on them is solved (solver.py)
 
     @classmethod
     def for_config(cls, cfg) -> "Task":

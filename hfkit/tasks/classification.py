@@ -302,14 +302,14 @@ def tokenize(splits, tokenizer, cfg):
 class Classification(Task):
     name = "classification"
     title = "classification"
+    pooled_features = True
     methods = frozenset({"full", "frozen", "lora", "prompt_tuning", "prefix_tuning", "p_tuning", "ia3", "pet",
                          "zero_shot"})
 
     def metric_for_best(self, cfg) -> str:
         return "mse" if cfg.regression else ("f1" if cfg.multi_label else "accuracy")
 
-    _labels: list = []  # the training labels and their counts (single-label), once load_data has run
-    _counts: dict = {}
+    _labels: list = []  # the training labels, once load_data has run
 
     # The smallest class below this share of the largest makes a set unbalanced: selection then uses macro-F1.
     UNBALANCED = 0.5
@@ -317,7 +317,7 @@ class Classification(Task):
     def select_metric(self, cfg, info) -> tuple[str, str]:
         if info.problem_type != "single_label_classification":
             return self.metric_for_best(cfg), "the task's measure"
-        counts = self._counts
+        counts = Counter(self._labels)
         if not counts:
             return "accuracy", "no training labels to weigh"
         (big, most), (small, least) = max(counts.items(), key=lambda kv: kv[1]), min(counts.items(), key=lambda kv: kv[1])
@@ -352,8 +352,6 @@ class Classification(Task):
 
     def _remember_labels(self, splits, info) -> None:
         self._labels = list(splits["train"]["labels"]) if "train" in splits else []
-        single = info.problem_type == "single_label_classification"
-        self._counts = dict(Counter(self._labels)) if single else {}
 
     def describe(self, splits, info) -> str:
         counts = Counter(splits["train"]["labels"]) if info.problem_type == "single_label_classification" else None

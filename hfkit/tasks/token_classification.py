@@ -372,9 +372,6 @@ class TokenClassification(Task):
             problems.append("data.stride: must be >= 0")  # any overlap works: each window starts a word further on
         if cfg.data.shots_per_class is not None:
             problems.append("data.shots_per_class: few-shot sampling is for classification; use data.max_train_samples")
-        if cfg.method == "frozen" and cfg.frozen.solver == "lbfgs":
-            problems.append("frozen.solver: lbfgs solves a head on pooled features (classification); a per-token head "
-                            "trains by epochs (solver auto or sgd)")
         return problems
 
     def metric_for_best(self, cfg) -> str:
