@@ -121,7 +121,8 @@ def pretrain(
                                  "from 1e-7 to 1 over train.lr_find_steps batches): print the suggested rate, write "
                                  "output_dir/lr_find.png, train nothing."),
 ):
-    """Pretrain a masked-LM (objective: mlm, BERT-style) or causal-LM (objective: clm, GPT-style).
+    """Pretrain a masked-LM (objective: mlm, BERT-style), a causal-LM (objective: clm, GPT-style) or an ELECTRA
+    discriminator (objective: electra: replaced-token detection, learns from every token; from a preset).
 
     From scratch with model.preset (a tokenizer is trained on your corpus), or continued from model.path
     (a run directory, a local Hugging Face folder or a hub id). Writes the model, tokenizer, hfkit.yaml,
@@ -134,6 +135,8 @@ def pretrain(
       hfkit pretrain gpt2-clm-tiny data.train='docs/*.jsonl' data.text_column=body train.max_steps=500
 
       hfkit pretrain runs/bert/hfkit.yaml --resume
+
+      hfkit pretrain bert-mlm-tiny objective=electra electra.generator_size=0.25 data.train=corpus.txt
 
     A corpus too big to copy, read as a stream and split across 8 processes (resumable):
 

@@ -66,7 +66,12 @@ class DataConfig:
     validation_split: float = 0.05
     """Fraction of training documents held out for evaluation when `validation` is not given (0 disables)."""
     text_column: str = "text"
-    """Column holding the text in csv/jsonl/parquet/hub data."""
+    """Column holding the text in csv/jsonl/parquet/hub data (a labelled file works: its other columns are ignored,
+    so a task's own text can be pretrained on before fine-tuning on it)."""
+    exclude: str | list[str] | None = None
+    """Text that must never be pretrained on, same forms as `train` and read with `text_column` (e.g. the
+    evaluation file of the task you will fine-tune on): the run refuses if any training document equals one of
+    its rows (after stripping white space)."""
     dataset_config: str | None = None
     """Hub datasets only: the configuration name, e.g. wikitext-103-raw-v1."""
     sample_by: Literal["line", "paragraph", "document"] = "line"
@@ -97,6 +102,26 @@ class MLMConfig:
     head_on_masked_only: bool = True
     """Project only the masked positions onto the vocabulary (BERT/RoBERTa-style heads): the same loss, and for
     small models most of the compute saved (benchmarks/pretrain_throughput.py)."""
+
+
+@dataclass
+class ElectraSettings:
+    generator_size: float = 0.25
+    """The generator's width as a fraction of the discriminator's (same depth); ELECTRA uses 1/4 to 1/2. A
+    generator as strong as the discriminator makes the task too hard for it."""
+    discriminator_weight: float = 50.0
+    """Weight of the replaced-token-detection loss against the generator's masked-LM loss (ELECTRA: 50)."""
+
+
+@dataclass
+class ContrastiveSettings:
+    pooling: Literal["mean", "cls"] = "mean"
+    """How token states become one sentence vector (saved with the model for sentence-transformers)."""
+    temperature: float = 0.05
+    """Cosine similarities are divided by this before the softmax over the batch (SimCSE: 0.05)."""
+    similarity: str | None = None
+    """A similarity set to report Spearman correlation on: builtin:lee (gensim's 50 news documents, 1,225 pairs
+    scored by people) or a csv/tsv/jsonl file with columns text1, text2, score."""
 
 
 @dataclass
@@ -179,14 +204,18 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------------- recipes
 @dataclass
 class PretrainConfig:
-    objective: Literal["mlm", "clm"] = "mlm"
-    """mlm: masked-LM (BERT-style encoders); clm: causal-LM (GPT-style decoders)."""
+    objective: str = "mlm"
+    """mlm: masked-LM (BERT-style encoders); clm: causal-LM (GPT-style decoders); electra: replaced-token
+    detection (an encoder that learns from every token; needs model.preset). See hfkit/objectives/."""
     output_dir: str = "runs/pretrain"
     """The run directory: final model + tokenizer, hfkit.yaml, metrics.json, checkpoints, logs."""
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     mlm: MLMConfig = field(default_factory=MLMConfig)
+    """Masking, for the masked objectives (mlm, electra's generator)."""
+    electra: ElectraSettings = field(default_factory=ElectraSettings)
+    contrastive: ContrastiveSettings = field(default_factory=ContrastiveSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def fill_defaults(self) -> None:
@@ -195,8 +224,15 @@ class PretrainConfig:
 
     def validate(self) -> list[str]:
         from .models import PRESETS, preset_names
+        from .objectives import OBJECTIVES, get_objective
 
         problems: list[str] = []
+        objective = None
+        if self.objective in OBJECTIVES:
+            objective = get_objective(self.objective)
+        else:
+            problems.append(f"objective: '{self.objective}' is not one of {', '.join(OBJECTIVES)}"
+                            f"{_suggest(self.objective, list(OBJECTIVES))}")
         m = self.model
         if (m.preset is None) == (m.path is None):
             problems.append("model: set exactly one of model.preset (train from scratch) or model.path (continue)")
@@ -208,12 +244,13 @@ class PretrainConfig:
                                 f"choose one of {', '.join(preset_names())}")
             else:
                 kind = PRESETS[m.preset]["kind"]
-                if self.objective == "mlm" and kind != "mlm":
-                    problems.append(f"objective: 'mlm' needs a masked-LM model but preset '{m.preset}' is causal; "
-                                    "use objective: clm, or a bert-*/roberta-* preset")
-                if self.objective == "clm" and kind != "clm":
-                    problems.append(f"objective: 'clm' needs a causal-LM model but preset '{m.preset}' is an encoder; "
-                                    "use objective: mlm, or a gpt2-*/llama-* preset")
+                if objective is not None and objective.kind != kind:
+                    needs, has = ("a masked-LM model", "causal") if objective.kind == "mlm" else \
+                        ("a causal-LM model", "an encoder")
+                    presets = "a bert-*/roberta-*" if objective.kind == "mlm" else "a gpt2-*/llama-*"
+                    other = "clm" if objective.kind == "mlm" else "mlm"
+                    problems.append(f"objective: '{self.objective}' needs {needs} but preset '{m.preset}' is {has}; "
+                                    f"use objective: {other}, or {presets} preset")
                 max_pos = PRESETS[m.preset].get("max_positions")
                 limit = m.overrides.get("max_position_embeddings", m.overrides.get("n_positions", max_pos))
                 if isinstance(limit, int) and self.data.block_size > limit:
@@ -225,11 +262,14 @@ class PretrainConfig:
             problems.append("tokenizer.min_frequency: must be >= 1")
         if not 0.0 < self.mlm.probability < 1.0:
             problems.append(f"mlm.probability: {self.mlm.probability} must be between 0 and 1 (BERT uses 0.15)")
-        if self.mlm.whole_word and self.objective != "mlm":
-            problems.append("mlm.whole_word: whole-word masking applies to objective: mlm only")
+        if objective is not None:
+            problems += objective.validate(self)
         problems += _validate_data(self.data)
         problems += _validate_train(self.train)
         if self.data.streaming:
+            if objective is not None and not objective.packed:
+                problems.append(f"data.streaming: objective {self.objective} builds its examples from whole documents; "
+                                "unset data.streaming")
             if not self.train.max_steps:
                 problems.append("data.streaming: a stream has no known length; set train.max_steps")
             if self.train.dataloader_num_workers:
@@ -237,6 +277,9 @@ class PretrainConfig:
                                 "(the tokenizer uses its own threads); set it to 0")
             if self.train.group_by_length:
                 problems.append("train.group_by_length: needs the whole dataset; unset it with data.streaming")
+            if self.data.exclude:
+                problems.append("data.exclude: a stream is not read ahead, so it cannot be checked for overlap; "
+                                "remove the held-out rows from the files, then unset data.exclude")
         if self.train.class_weights != "none":
             problems.append("train.class_weights: weights classes of a fine-tuning run; pretraining has no classes")
         if self.data.block_size < 8:

@@ -379,6 +379,19 @@ def load_validation(d):
     return validation
 
 
+def check_exclusion(train, d) -> None:
+    """Refuse a corpus that holds any row of data.exclude (held-out evaluation text must never be pretrained on)."""
+    held = load_texts(d.exclude, key="data.exclude", text_column=d.text_column, sample_by=d.sample_by,
+                      dataset_config=d.dataset_config)
+    held_texts = {t.strip() for t in held["text"] if t and t.strip()}
+    overlap = [i for i, t in enumerate(train["text"]) if t.strip() in held_texts]
+    if overlap:
+        first = train[overlap[0]]["text"].strip()
+        raise DataError(f"data.train: {len(overlap):,} document(s) also appear in data.exclude (the first: "
+                        f"'{first[:60]}'); remove them from the corpus, since held-out text must never be "
+                        "pretrained on")
+
+
 def load_corpus(d, seed: int):
     """Train and (optional) validation text datasets for a DataConfig."""
     from datasets import DatasetDict
@@ -388,6 +401,8 @@ def load_corpus(d, seed: int):
     if len(train) == 0:
         raise DataError(f"data.train: no text left after dropping empty documents (min_chars={d.min_chars}); "
                         "check the files and data.text_column")
+    if d.exclude:
+        check_exclusion(train, d)
     validation = load_validation(d)
     if validation is None and d.validation_split > 0:
         n_val = max(1, round(len(train) * d.validation_split))

@@ -1,8 +1,11 @@
-"""Pretraining: masked-LM (BERT-style) or causal-LM (GPT-style), from a preset or continued from a checkpoint.
+"""Pretraining by any objective in hfkit/objectives/ (masked-LM, causal-LM, ELECTRA), from a preset or continued
+from a checkpoint.
 
     tokenizer -> data -> model -> collator -> Trainer -> train -> save
 
-Each step is a function you can call alone; `run(cfg)` strings them together.
+Each step is a function you can call alone; `run(cfg)` strings them together. What differs between objectives
+(the model, collator, extra metrics, what the run directory holds) is the objective's; this module calls only its
+interface.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from pathlib import Path
 from .config import PretrainConfig, save_yaml
 from .errors import ConfigError, ModelError
 from .flops import mfu_metrics
-from .models import (PRESETS, count_parameters, fix_loss_scaling, head_on_masked_only, load_pretrained, max_positions,
-                     preset_config, resolve_model_path)
+from .models import PRESETS, count_parameters, resolve_model_path
+from .objectives import get_objective
 from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, log, ranks_in_sync, run_stats,
                        shared_folder, start_run, steps_this_session, train_safely, training_arguments)
 
@@ -60,51 +63,24 @@ def build_tokenizer(cfg: PretrainConfig, train_texts, resume_from: str | None = 
             # The other ranks load this copy. A trained tokenizer comes back from save + load unchanged, so every
             # rank has the same cache key and rank 0 saves the files a one-process run saves (no load-time keys).
             tokenizer.save_pretrained(shared_folder(cfg.output_dir, "tokenizer"))
-    ensure_special_tokens(tokenizer, cfg.objective)
+    ensure_special_tokens(tokenizer, get_objective(cfg.objective).kind)
     return tokenizer
 
 
 def build_model(cfg: PretrainConfig, tokenizer):
-    """A fresh model from model.preset, or the checkpoint at model.path with its LM head."""
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
-
-    m = cfg.model
-    auto_cls = AutoModelForMaskedLM if cfg.objective == "mlm" else AutoModelForCausalLM
-    if m.preset:
-        config = preset_config(m.preset, tokenizer, m.overrides, m.attn_implementation)
-        model = auto_cls.from_config(config)
-    else:
-        model = load_pretrained(auto_cls, resolve_model_path(m.path), revision=m.revision, trust_remote_code=m.trust_remote_code,
-                                attn_implementation=m.attn_implementation, **m.overrides)
-        if model.get_input_embeddings().num_embeddings < len(tokenizer):
-            model.resize_token_embeddings(len(tokenizer))
-    limit = max_positions(model.config)
-    if limit is not None and cfg.data.block_size > limit:
-        raise ConfigError(f"data.block_size: {cfg.data.block_size} exceeds the model's {limit} positions; "
-                          f"set data.block_size={limit} or less")
-    fix_loss_scaling(model)
-    if cfg.objective == "mlm" and cfg.mlm.head_on_masked_only:
-        head_on_masked_only(model)
-    return model
+    """What the objective trains: a fresh model from model.preset, or the checkpoint at model.path with its head."""
+    return get_objective(cfg.objective).build_model(cfg, tokenizer)
 
 
 def build_datasets(cfg: PretrainConfig, corpus, tokenizer):
-    from .data import tokenize_and_pack
-
-    lm = dict(tokenize_and_pack(corpus, tokenizer, objective=cfg.objective, block_size=cfg.data.block_size,
-                                whole_word=cfg.mlm.whole_word, num_proc=cfg.data.num_proc, cache_dir=cfg.data.cache_dir,
-                                log=log))
+    lm = get_objective(cfg.objective).build_datasets(cfg, corpus, tokenizer, log)
     for split, ds in lm.items():
-        log(f"{split}: {len(ds):,} blocks of up to {cfg.data.block_size} tokens")
+        log(f"{split}: {len(ds):,} examples of up to {cfg.data.block_size} tokens")
     return lm
 
 
 def build_collator(cfg: PretrainConfig, tokenizer):
-    from .collators import CausalLMCollator, MaskedLMCollator
-
-    if cfg.objective == "mlm":
-        return MaskedLMCollator(tokenizer, probability=cfg.mlm.probability, whole_word=cfg.mlm.whole_word)
-    return CausalLMCollator(tokenizer.pad_token_id)
+    return get_objective(cfg.objective).collator(cfg, tokenizer)
 
 
 def build_trainer(cfg: PretrainConfig, model, tokenizer, lm, collator, output_dir: str):
@@ -119,12 +95,16 @@ def build_trainer(cfg: PretrainConfig, model, tokenizer, lm, collator, output_di
     if cfg.data.streaming:
         from .streaming import streaming_trainer
 
-        return streaming_trainer(**kwargs)
-    return Trainer(**kwargs)
+        trainer = streaming_trainer(**kwargs)
+    else:
+        trainer = Trainer(**kwargs)
+    for callback in get_objective(cfg.objective).callbacks(cfg, tokenizer):
+        trainer.add_callback(callback)
+    return trainer
 
 
-def perplexity(loss: float | None) -> float | None:
-    if loss is None or not math.isfinite(loss):
+def perplexity(loss: float | None, applies: bool = True) -> float | None:
+    if not applies or loss is None or not math.isfinite(loss):
         return None
     return math.exp(min(loss, 700.0))  # exp(709) overflows a float
 
@@ -136,6 +116,7 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
     from .optim import set_up_optimization  # imports torch: not at module level (hfkit --help stays light)
 
     output_dir = cfg.output_dir
+    objective = get_objective(cfg.objective)
     resume_from, state = start_run(cfg, cfg.model.path)
     streaming = cfg.data.streaming
     with state.main_process_first():  # the main process reads, trains the tokenizer and tokenizes; the rest reuse
@@ -178,8 +159,14 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
     if cfg.train.eval_before_training and has_eval and resume_from is None:
         before = trainer.evaluate()
         metrics["eval_loss_before"] = finite_or_none(before.get("eval_loss"))
-        metrics["perplexity_before"] = perplexity(before.get("eval_loss"))
-        log(f"before training: eval loss {before['eval_loss']:.4f}, perplexity {metrics['perplexity_before']:.1f}")
+        metrics["perplexity_before"] = perplexity(before.get("eval_loss"), objective.perplexity)
+        log(f"before training: eval loss {before['eval_loss']:.4f}" + (
+            f", perplexity {metrics['perplexity_before']:.1f}" if metrics["perplexity_before"] else ""))
+    if cfg.train.eval_before_training and resume_from is None:
+        extra = objective.evaluate(trainer, lm.get("validation"), cfg)
+        metrics.update({f"{k}_before": v for k, v in extra.items()})
+        if extra:
+            log("before training: " + ", ".join(f"{k} {v:.4g}" for k, v in extra.items()))
 
     start = time.perf_counter()
     train_output = train_safely(trainer, resume_from, output_dir)
@@ -189,8 +176,14 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
     if has_eval:
         final = trainer.evaluate()
         metrics["eval_loss"] = finite_or_none(final.get("eval_loss"))
-        metrics["perplexity"] = perplexity(final.get("eval_loss"))
-        log(f"after training: eval loss {final['eval_loss']:.4f}, perplexity {metrics['perplexity']:.1f}")
+        metrics["perplexity"] = perplexity(final.get("eval_loss"), objective.perplexity)
+        log(f"after training: eval loss {final['eval_loss']:.4f}" + (
+            f", perplexity {metrics['perplexity']:.1f}" if metrics["perplexity"] else ""))
+
+    extra = objective.evaluate(trainer, lm.get("validation"), cfg)
+    if extra:
+        metrics.update(extra)
+        log("after training: " + ", ".join(f"{k} {v:.4g}" for k, v in extra.items()))
     metrics.update(trainable_params=trainable, total_params=total, global_step=trainer.state.global_step,
                    train_wall_seconds=round(wall, 3), world_size=trainer.args.world_size)
     if not streaming:
@@ -205,18 +198,14 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
     if in_sync is not None:
         metrics["ranks_in_sync"] = in_sync
 
-    auto = "AutoModelForMaskedLM" if cfg.objective == "mlm" else "AutoModelForCausalLM"
     source = f"preset {cfg.model.preset} (from scratch)" if cfg.model.preset else f"continued from {cfg.model.path}"
-    card = (f"{Path(output_dir).name}: {cfg.objective.upper()} pretraining",
+    card = (f"{Path(output_dir).name}: {objective.title} pretraining",
             [f"objective: {cfg.objective}", f"model: {type(model).__name__}, {source}", f"data: {cfg.data.train}",
              f"block size {cfg.data.block_size}, {trainer.state.global_step} steps"],
-            f"from transformers import {auto}, AutoTokenizer\n"
-            f"model = {auto}.from_pretrained('{output_dir}')\n"
-            f"tokenizer = AutoTokenizer.from_pretrained('{output_dir}')")
+            objective.load_snippet(output_dir))
 
-    def save(final, state_dict, folder):  # model + tokenizer at the run directory's root
-        final.save_pretrained(folder, state_dict=state_dict)
-        tokenizer.save_pretrained(folder)
+    def save(final, state_dict, folder):  # the objective's model(s) + tokenizer at the run directory's root
+        objective.save(final, state_dict, folder, tokenizer)
 
     finish_run(trainer, output_dir, save=save, metrics=metrics, card=card)
     return RunResult(output_dir=Path(output_dir), metrics=metrics, config=cfg)

@@ -22,6 +22,7 @@ from pathlib import Path
 from torch.utils.data import IterableDataset
 
 from .errors import ConfigError, DataError
+from .objectives import get_objective
 
 CHUNK_DOCUMENTS = 1000  # documents tokenized together (one tokenizer call); blocks are shuffled within a chunk
 STATE_FILE = "stream_state-rank{rank}.json"
@@ -238,7 +239,7 @@ def load_stream_corpus(d, *, seed: int, rank: int, world_size: int, log) -> dict
 def build_stream(cfg, texts, tokenizer, *, resume_from: str | None, rank: int, world_size: int, blocks_per_step: int):
     """The packed training stream and the callback that records its position in checkpoints."""
     start = load_position(resume_from, rank, world_size, blocks_per_step) if resume_from else None
-    stream = PackedStream(texts, tokenizer, objective=cfg.objective, block_size=cfg.data.block_size,
+    stream = PackedStream(texts, tokenizer, objective=get_objective(cfg.objective).kind, block_size=cfg.data.block_size,
                           whole_word=cfg.mlm.whole_word, seed=cfg.train.seed, start=start, rank=rank,
                           world_size=world_size)
     return stream, position_callback(stream, blocks_per_step)

@@ -24,6 +24,7 @@ def snapshot(folder: Path) -> dict:
 def inputs(tmp_path_factory, mlm_run, clm_run):
     d = tmp_path_factory.mktemp("bad-inputs")
     (d / "good.txt").write_text("the cat sees the dog .\n" * 50)
+    (d / "short.txt").write_text("".join(f"the cat sees dog {i} .\n" for i in range(60)))
     (d / "blank.txt").write_text("\n   \n\t\n")
     (d / "bad.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n{"text": \n')
     pd.DataFrame({"body": ["a b c"] * 5}).to_csv(d / "body.csv", index=False)
@@ -104,6 +105,11 @@ CASES = {
     "class weights on regression": (lambda i: fine(i) + ["regression=true", "train.class_weights=balanced"], "train.class_weights: balanced weights single-label classification"),
     "layer-wise decay out of range": (lambda i: fine(i) + ["train.layer_lr_decay=1.5"], "train.layer_lr_decay: 1.5 must be in (0, 1]"),
     "unfreezing schedule for an adapter": (lambda i: fine(i) + ["method=lora", "frozen.unfreeze_schedule=gradual"], "frozen.unfreeze_schedule: unfreezes layers of method full or frozen, not lora"),
+    "ELECTRA generator wider than the discriminator": (lambda i: pre(i["dir"]) + ["objective=electra", "electra.generator_size=1.5"], "electra.generator_size: 1.5 makes the generator wider than the discriminator"),
+    "unknown objective": (lambda i: pre(i["dir"]) + ["objective=electro"], "objective: 'electro' is not one of mlm, clm, electra (did you mean 'electra'?)"),
+    "corpus overlapping data.exclude": (lambda i: pre(i["dir"]) + [f"data.exclude={i['dir'] / 'good.txt'}"], "data.train: 50 document(s) also appear in data.exclude"),
+    "NSP on one-sentence documents": (lambda i: pre(i["dir"]) + ["objective=nsp", f"data.train={i['dir'] / 'short.txt'}"], "objective nsp needs documents of 2 or more sentences, and none of the 60 has more than one"),
+    "contrastive with batch size 1": (lambda i: pre(i["dir"]) + ["objective=contrastive", "train.batch_size=1"], "train.batch_size: 1 leaves no in-batch negatives for objective contrastive"),
     "L-BFGS for an MLP head": (lambda i: fine(i) + ["method=frozen", "frozen.head=mlp", "frozen.solver=lbfgs"], "frozen.solver: lbfgs solves a linear head on cached features"),
 }
 
@@ -129,4 +135,4 @@ def test_bad_input_one_line_exit_2_outputs_untouched(name, inputs, tmp_path):
 
 
 def test_case_count():
-    assert len(CASES) == 43
+    assert len(CASES) == 48

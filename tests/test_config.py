@@ -47,7 +47,7 @@ def test_override_values_are_yaml():
     (["batch_size=4"], "unknown key 'batch_size'; did you mean 'train.batch_size'?"),
     (["train.batch_size=abc"], "train.batch_size: expected an integer, got 'abc'"),
     (["train.learning_rate=-1e-3"], "train.learning_rate: -0.001 must be > 0"),
-    (["objective=mlmm"], "objective: 'mlmm' is not one of mlm, clm (did you mean 'mlm'?)"),
+    (["objective=mlmm"], "objective: 'mlmm' is not one of mlm, clm, electra (did you mean 'mlm'?)"),
     (["model.preset=bert-tiney"], "model.preset: unknown preset 'bert-tiney' (did you mean 'bert-tiny'?)"),
     (["model.preset=gpt2-tiny"], "objective: 'mlm' needs a masked-LM model but preset 'gpt2-tiny' is causal"),
     (["objective=clm"], "objective: 'clm' needs a causal-LM model but preset 'bert-tiny' is an encoder"),

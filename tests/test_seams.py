@@ -68,6 +68,18 @@ def test_the_recipe_has_no_task_or_method_branches():
     assert len(source.splitlines()) <= 45
 
 
+def test_pretraining_has_no_objective_branches_and_every_objective_loads():
+    from hfkit import pretrain as module
+    from hfkit.objectives import OBJECTIVES, Objective, get_objective
+
+    for function in (module.run, module.build_model, module.build_collator, module.build_datasets):
+        source = inspect.getsource(function)
+        assert not [n for n in OBJECTIVES if f'"{n}"' in source], function.__name__
+    for name in OBJECTIVES:
+        objective = get_objective(name)
+        assert isinstance(objective, Objective) and objective.name == name and objective.kind in ("mlm", "clm")
+
+
 def test_every_registered_task_loads_with_methods_the_registry_knows():
     from hfkit.methods import METHODS
     from hfkit.tasks import TASKS, Task, get_task
