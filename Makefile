@@ -32,6 +32,8 @@ demo: setup
 	$(BIN)/hfkit pretrain news-bert-mlm --overwrite
 	$(BIN)/hfkit compare compare-demo --overwrite --methods full,frozen,lora,pet --models $(DEMO_MODELS) \
 	    --skip $(DEMO_SKIP) news-bert:train.learning_rate=1e-3 scratch:train.learning_rate=1e-3
+	@echo "Where pretraining from scratch starts to pay off (measured by benchmarks/pretrain_payoff.py, hours of CPU; redrawn here):"
+	$(BIN)/python benchmarks/pretrain_payoff.py table --plot runs/compare-demo/pretrain_payoff.png
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -128,6 +128,8 @@ def test_sentence_pair_objectives(objective, tmp_path, corpus_file):
     out = subprocess.run([sys.executable, "-c", PAIR_CHECK, str(result.output_dir)], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["BertForPreTraining", "(1,", "2)", "True"], out  # segment B and its [SEP] are token type 1
+    if objective == "sop":
+        return  # the same model class as nsp: one fine-tune shows it
     rows = [("the cat sees the dog .", "animal"), ("the doctor helps the child .", "person")] * 30
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "train.csv", index=False)
     tuned = hfkit.finetune("classification-full", output_dir=str(tmp_path / "ft"), model={"path": str(result.output_dir)},
