@@ -95,7 +95,8 @@ def encoder_class():
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
-        def forward(self, input_ids, attention_mask, token_type_ids=None, **kwargs):
+        def forward(self, input_ids, attention_mask, token_type_ids=None, return_loss: bool = True, **kwargs):
+            # `return_loss=True` in the signature: Trainer computes an evaluation loss for a model without labels
             n = input_ids.shape[0]
             twice = lambda t: None if t is None else torch.cat([t, t])  # noqa: E731
             views = self.embed(twice(input_ids), twice(attention_mask), twice(token_type_ids)).float()
