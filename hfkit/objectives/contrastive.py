@@ -6,7 +6,8 @@ It continues from any encoder (model.path) or a preset. The run directory's root
 (`AutoModel`) with the pooling it was trained with, recorded the way sentence-transformers reads it
 (`modules.json`, `1_Pooling/config.json`). With `contrastive.similarity` set (a file of text pairs with a
 human score, or builtin:lee), the Spearman correlation between cosine similarity and the scores is reported
-before (with train.eval_before_training) and after training.
+before (with train.eval_before_training) and after training. The evaluation loss runs without dropout, so both
+views are the same text: it measures how well the texts of a batch are told apart from each other.
 """
 
 from __future__ import annotations
