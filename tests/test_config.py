@@ -47,7 +47,7 @@ def test_override_values_are_yaml():
     (["batch_size=4"], "unknown key 'batch_size'; did you mean 'train.batch_size'?"),
     (["train.batch_size=abc"], "train.batch_size: expected an integer, got 'abc'"),
     (["train.learning_rate=-1e-3"], "train.learning_rate: -0.001 must be > 0"),
-    (["objective=mlmm"], "objective: 'mlmm' is not one of mlm, clm, electra (did you mean 'mlm'?)"),
+    (["objective=mlmm"], "objective: 'mlmm' is not one of mlm, clm, electra, nsp, sop, contrastive (did you mean 'mlm'?)"),
     (["model.preset=bert-tiney"], "model.preset: unknown preset 'bert-tiney' (did you mean 'bert-tiny'?)"),
     (["model.preset=gpt2-tiny"], "objective: 'mlm' needs a masked-LM model but preset 'gpt2-tiny' is causal"),
     (["objective=clm"], "objective: 'clm' needs a causal-LM model but preset 'bert-tiny' is an encoder"),
@@ -104,7 +104,7 @@ def test_saved_config_reruns_as_recipe(tmp_path):
 def test_every_shipped_recipe_loads_and_validates():
     found = list_recipes()
     pretrain = [p for p in found if p.relative_to(recipes_dir()).parts[0] == "pretrain"]
-    assert len(pretrain) == 6, [p.name for p in pretrain]  # recursive glob: recipes/**/*.yaml
+    assert len(pretrain) == 8, [p.name for p in pretrain]  # recursive glob: recipes/**/*.yaml
     for path in pretrain:
         cfg = resolve("pretrain", path)
         assert cfg.output_dir.startswith("runs/"), path
