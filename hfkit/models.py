@@ -76,6 +76,15 @@ def _config_class(family: str):
     return {"bert": BertConfig, "roberta": RobertaConfig, "gpt2": GPT2Config, "llama": LlamaConfig}[family]
 
 
+def check_overrides(config_cls, overrides: dict | None) -> None:
+    """Refuse model.overrides keys that are not fields of `config_cls`."""
+    known = set(config_cls().to_dict()) | set(inspect.signature(config_cls.__init__).parameters)
+    unknown = [k for k in (overrides or {}) if k not in known]
+    if unknown:
+        raise ModelError(f"model.overrides: {', '.join(unknown)} not a field of {config_cls.__name__}; "
+                         f"check the spelling against transformers' {config_cls.__name__} docs")
+
+
 def preset_config(name: str, tokenizer, overrides: dict | None = None, attn_implementation: str = "sdpa"):
     """A transformers config for preset `name`, sized to `tokenizer`'s vocabulary and special tokens."""
     spec = PRESETS[name]
@@ -97,11 +106,7 @@ def preset_config(name: str, tokenizer, overrides: dict | None = None, attn_impl
     else:
         values["max_position_embeddings"] = spec["max_positions"]
     config_cls = _config_class(family)
-    known = set(config_cls().to_dict()) | set(inspect.signature(config_cls.__init__).parameters)
-    unknown = [k for k in (overrides or {}) if k not in known]
-    if unknown:
-        raise ModelError(f"model.overrides: {', '.join(unknown)} not a field of {config_cls.__name__}; "
-                         f"check the spelling against transformers' {config_cls.__name__} docs")
+    check_overrides(config_cls, overrides)
     values.update(overrides or {})
     config = config_cls(**values)
     config._attn_implementation = attn_implementation

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .config import PretrainConfig, save_yaml
-from .errors import ConfigError, ModelError
+from .errors import ModelError
 from .flops import mfu_metrics
 from .models import PRESETS, count_parameters, resolve_model_path
 from .objectives import get_objective

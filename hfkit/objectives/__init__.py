@@ -32,6 +32,23 @@ def get_objective(name: str) -> "Objective":
     return getattr(importlib.import_module(module), attribute)()
 
 
+def summed_over_batches(trainer, dataset, counts) -> list[float]:
+    """Sum `counts(model, batch)` (a 1-d tensor of counts or summed losses) over the evaluation batches of
+    `dataset`, without gradients and with the model in eval mode, then across processes."""
+    import torch
+
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    totals = None
+    with torch.no_grad():
+        for batch in trainer.get_eval_dataloader(dataset):
+            values = counts(model, trainer._prepare_inputs(batch)).to(torch.float64)
+            totals = values if totals is None else totals + values
+    model.train(was_training)
+    return trainer.accelerator.reduce(totals, "sum").tolist()
+
+
 class Objective:
     """The interface `pretrain.run` relies on."""
 

@@ -41,6 +41,14 @@ def _shared_key(key: str, prefix: str) -> str | None:
     return None
 
 
+def fill_shared(state_dict: dict, names, prefix: str = "") -> None:
+    """Put back, under the generator's names, the shared parameters a state dict holds once (discriminator's)."""
+    for key in (prefix + n for n in names):
+        source = _shared_key(key, prefix)
+        if source is not None and key not in state_dict and source in state_dict:
+            state_dict[key] = state_dict[source]
+
+
 def electra_pair_class():
     import torch
     import torch.nn.functional as F
@@ -67,11 +75,7 @@ def electra_pair_class():
 
         def _fill_shared(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
             names = [n for n, _ in self.named_parameters(remove_duplicate=False)]
-            names += [n for n, _ in self.named_buffers(remove_duplicate=False)]
-            for key in (prefix + n for n in names):
-                source = _shared_key(key, prefix)
-                if source is not None and key not in state_dict and source in state_dict:
-                    state_dict[key] = state_dict[source]
+            fill_shared(state_dict, names + [n for n, _ in self.named_buffers(remove_duplicate=False)], prefix)
 
         def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
             if attention_mask is None:
@@ -125,18 +129,14 @@ class Electra(Objective):
         """(generator, discriminator) ElectraConfigs from the preset's sizes and model.overrides."""
         from transformers import ElectraConfig
 
-        from ..errors import ModelError
-        from ..models import PRESETS
+        from ..models import PRESETS, check_overrides
 
         spec = PRESETS[cfg.model.preset]
         size = spec["config"]
         hidden, layers = size["hidden_size"], size["num_hidden_layers"]
         heads, intermediate = size["num_attention_heads"], size["intermediate_size"]
         overrides = dict(cfg.model.overrides)
-        unknown = [k for k in overrides if not hasattr(ElectraConfig(), k)]
-        if unknown:
-            raise ModelError(f"model.overrides: {', '.join(unknown)} not a field of ElectraConfig; check the spelling "
-                             "against transformers' ElectraConfig docs")
+        check_overrides(ElectraConfig, overrides)
         hidden, layers = overrides.pop("hidden_size", hidden), overrides.pop("num_hidden_layers", layers)
         heads = overrides.pop("num_attention_heads", heads)
         intermediate = overrides.pop("intermediate_size", intermediate)
@@ -154,12 +154,10 @@ class Electra(Objective):
     def build_model(self, cfg, tokenizer):
         from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
-        from ..errors import ConfigError
+        from .language_model import check_block_size
 
         generator, discriminator = self.configs(cfg, tokenizer)
-        if cfg.data.block_size > discriminator.max_position_embeddings:
-            raise ConfigError(f"data.block_size: {cfg.data.block_size} exceeds the model's "
-                              f"{discriminator.max_position_embeddings} positions; lower it")
+        check_block_size(cfg, discriminator)
         return electra_pair_class()(ElectraForMaskedLM(generator), ElectraForPreTraining(discriminator),
                                     cfg.electra.discriminator_weight)
 
@@ -185,19 +183,17 @@ class Electra(Objective):
         masked-LM perplexity, over the validation blocks."""
         import torch
 
+        from . import summed_over_batches
+
         if dataset is None:
             return {}
-        model = trainer.model
-        was_training = model.training
-        model.eval()
         keys = ("generator_nll", "masked", "rtd_correct", "tokens", "replaced")
-        totals = torch.zeros(len(keys), dtype=torch.float64, device=trainer.args.device)
-        with torch.no_grad():
-            for batch in trainer.get_eval_dataloader(dataset):
-                out = model(**trainer._prepare_inputs(batch))
-                totals += torch.stack([out[k].double() for k in keys])
-        model.train(was_training)
-        nll, masked, correct, tokens, replaced = trainer.accelerator.reduce(totals, "sum").tolist()
+
+        def counts(model, batch):
+            out = model(**batch)
+            return torch.stack([out[k].double() for k in keys])
+
+        nll, masked, correct, tokens, replaced = summed_over_batches(trainer, dataset, counts)
         return {"rtd_accuracy": correct / max(tokens, 1), "rtd_accuracy_all_original": 1 - replaced / max(tokens, 1),
                 "generator_perplexity": math.exp(min(nll / max(masked, 1), 700.0))}
 
@@ -205,10 +201,7 @@ class Electra(Objective):
         parts: dict = {"discriminator": None, "generator": None}
         if state_dict is not None:  # gathered weights (FSDP / ZeRO-3): the shared ones are stored once
             full = dict(state_dict)
-            for key in [n for n, _ in model.named_parameters(remove_duplicate=False)]:
-                source = _shared_key(key, "")
-                if source is not None and key not in full and source in full:
-                    full[key] = full[source]
+            fill_shared(full, [n for n, _ in model.named_parameters(remove_duplicate=False)])
             parts = {name: {k[len(name) + 1:]: v for k, v in full.items() if k.startswith(name + ".")} for name in parts}
         model.discriminator.save_pretrained(folder, state_dict=parts["discriminator"])
         tokenizer.save_pretrained(folder)

@@ -8,8 +8,7 @@ from . import Objective
 def load_or_build(cfg, tokenizer, auto_cls):
     """A fresh model from model.preset, or the checkpoint at model.path with its head; embeddings grown to the
     tokenizer's vocabulary; data.block_size checked against the model's positions."""
-    from ..errors import ConfigError
-    from ..models import fix_loss_scaling, load_pretrained, max_positions, preset_config, resolve_model_path
+    from ..models import fix_loss_scaling, load_pretrained, preset_config, resolve_model_path
 
     m = cfg.model
     if m.preset:
@@ -20,12 +19,20 @@ def load_or_build(cfg, tokenizer, auto_cls):
                                 **m.overrides)
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer))
-    limit = max_positions(model.config)
+    check_block_size(cfg, model.config)
+    fix_loss_scaling(model)
+    return model
+
+
+def check_block_size(cfg, model_config) -> None:
+    """Refuse a data.block_size beyond the model's positions."""
+    from ..errors import ConfigError
+    from ..models import max_positions
+
+    limit = max_positions(model_config)
     if limit is not None and cfg.data.block_size > limit:
         raise ConfigError(f"data.block_size: {cfg.data.block_size} exceeds the model's {limit} positions; "
                           f"set data.block_size={limit} or less")
-    fix_loss_scaling(model)
-    return model
 
 
 class MaskedLM(Objective):

@@ -147,23 +147,20 @@ class SentencePairs(Objective):
         import torch
         import torch.nn.functional as F
 
+        from . import summed_over_batches
+
         if dataset is None:
             return {}
-        model = trainer.model
-        was_training = model.training
-        model.eval()
-        totals = torch.zeros(4, dtype=torch.float64, device=trainer.args.device)
-        with torch.no_grad():
-            for batch in trainer.get_eval_dataloader(dataset):
-                batch = trainer._prepare_inputs(batch)
-                out = model(**{k: v for k, v in batch.items() if k not in ("labels", "next_sentence_label")})
-                labels, chosen = batch["labels"], batch["labels"] != -100
-                nll = F.cross_entropy(out.prediction_logits[chosen].float(), labels[chosen], reduction="sum")
-                right = (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum()
-                totals += torch.stack([nll.double(), chosen.sum().double(), right.double(),
-                                       torch.tensor(float(len(labels)), dtype=torch.float64, device=totals.device)])
-        model.train(was_training)
-        nll, masked, right, pairs = trainer.accelerator.reduce(totals, "sum").tolist()
+
+        def counts(model, batch):
+            out = model(**{k: v for k, v in batch.items() if k not in ("labels", "next_sentence_label")})
+            labels, chosen = batch["labels"], batch["labels"] != -100
+            nll = F.cross_entropy(out.prediction_logits[chosen].float(), labels[chosen], reduction="sum")
+            right = (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum()
+            return torch.stack([nll.double(), chosen.sum().double(), right.double(),
+                                torch.tensor(float(len(labels)), dtype=torch.float64, device=nll.device)])
+
+        nll, masked, right, pairs = summed_over_batches(trainer, dataset, counts)
         return {f"{self.name}_accuracy": right / max(pairs, 1), "mlm_perplexity": math.exp(min(nll / max(masked, 1), 700.0))}
 
 
