@@ -155,11 +155,15 @@ def finetune(
     find_lr: bool = typer.Option(False, "--find-lr", help="Only run the learning-rate range test (the rate rising "
                                  "from 1e-7 to 1 over train.lr_find_steps batches): print the suggested rate, write "
                                  "output_dir/lr_find.png, train nothing."),
+    preview: Optional[int] = typer.Option(None, "--preview", help="Task sft: print this many training conversations "
+                                          "as encoded, the tokens that train between [[ ]], and stop (nothing is "
+                                          "trained or written)."),
 ):
-    """Fine-tune a model for a task: classification (one label per text or pair) or token_classification (one
-    tag per word: named entities, part-of-speech). Methods: full | frozen | lora | prompt_tuning | prefix_tuning |
-    p_tuning | ia3, or for classification as a cloze through the LM head: pet (few-shot training) | zero_shot
-    (evaluation only; see prompt.*). Token classification allows full, frozen, lora, prefix_tuning and ia3.
+    """Fine-tune a model for a task: classification (one label per text or pair), token_classification (one
+    tag per word: named entities, part-of-speech) or sft (a causal LM learns to answer instructions and chats).
+    Methods: full | frozen | lora | prompt_tuning | prefix_tuning | p_tuning | ia3, or for classification as a cloze
+    through the LM head: pet (few-shot training) | zero_shot (evaluation only; see prompt.*). Token classification
+    allows full, frozen, lora, prefix_tuning and ia3; sft allows full, lora, prompt_tuning and p_tuning.
 
     model.path is a pretraining run directory, a local Hugging Face folder, builtin:all-minilm-l6-v2, or a hub
     id. Classification labels may be strings or ints (single-label), lists (multi_label: true) or floats
@@ -180,6 +184,17 @@ def finetune(
 
       hfkit finetune ner-lora model.path=runs/bert data.train=train.conll data.validation=dev.conll
 
+    Supervised fine-tuning of a causal LM on conversations (`messages`; `prompt`/`completion`; Alpaca's
+    `instruction`/`input`/`output`): only the assistant turns train (sft.train_on_prompt=false), sft.packing=true
+    packs conversations that still attend only to themselves, and a model without a chat template gets
+    sft.chat_template=chatml, saved with its tokenizer. Check what trains first with --preview:
+
+      hfkit finetune sft-lora model.path=builtin:smollm2-135m-instruct data.train=chats.jsonl --preview 3
+
+      hfkit finetune sft-full model.path=runs/gpt2-clm-tiny sft.chat_template=chatml data.train=builtin:chatterbot
+
+    then `hfkit generate RUN "a prompt"` or `hfkit chat RUN`.
+
     Let a learning-rate range test pick the rate (curve in lr_find.png), or only print its suggestion:
 
       hfkit finetune classification-full data.train=train.csv train.learning_rate=auto
@@ -189,9 +204,16 @@ def finetune(
     Unbalanced classes: the best checkpoint is picked by macro-F1 (the log says why); train.class_weights=balanced
     also weights the loss. ULMFiT's options: train.layer_lr_decay=0.8, frozen.unfreeze_schedule=gradual.
     """
+    if preview is not None:
+        from .config import resolve
+        from .finetune import preview as show_preview
+
+        cfg = _run(resolve, "finetune", recipe, list(overrides or []))
+        typer.echo(_run(show_preview, cfg, preview))
+        return
     _train("finetune", recipe, overrides, overwrite, resume,
-           ("eval_accuracy", "eval_f1", "eval_mse", "eval_pearson", "test_accuracy", "test_f1", "trainable_params",
-            "global_step"), find_lr)
+           ("eval_accuracy", "eval_f1", "eval_mse", "eval_pearson", "eval_loss", "eval_perplexity", "test_accuracy",
+            "test_f1", "trainable_params", "global_step"), find_lr)
 
 
 @app.command()
@@ -343,6 +365,97 @@ def evaluate(
     if output is not None:
         output.write_text(text + "\n", encoding="utf-8")
     typer.echo(text)
+
+
+def _quiet_load(load, *args):
+    """Load without transformers' weight-loading bar: the command's output is the text it generates."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        return load(*args)
+    finally:
+        hf_logging.enable_progress_bar()
+
+
+MAX_NEW_HELP = "Generate at most this many tokens (the reply also ends at the template's end-of-turn token)."
+TEMPERATURE_HELP = "0 = greedy (deterministic); above 0 samples, higher is more varied."
+TOP_P_HELP = "Sampling only: keep the smallest set of likeliest tokens whose probability reaches this (nucleus)."
+
+
+@app.command()
+def generate(
+    run_dir: str = typer.Argument(..., help="An sft run directory (full model or adapter), a causal-LM pretraining run, a model folder or builtin:NAME."),
+    prompts: List[str] = typer.Argument(..., help="One or more prompts, each answered on its own as a user turn."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help=MAX_NEW_HELP),
+    temperature: float = typer.Option(0.0, "--temperature", help=TEMPERATURE_HELP),
+    top_p: float = typer.Option(1.0, "--top-p", help=TOP_P_HELP),
+    system: Optional[str] = typer.Option(None, "--system", help="A system turn before each prompt."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling (temperature > 0)."),
+):
+    """Answer prompts with a causal LM, through the run's own chat template (the one it was trained with).
+
+      hfkit generate runs/sft-lora "Give three tips for staying healthy."
+
+      hfkit generate runs/sft-lora "Name a colour." --temperature 0.7 --top-p 0.9 --seed 1
+
+    A model without a chat template continues the prompt as plain text.
+    """
+    from .generation import generate as run_generate, load_causal_lm
+
+    model, tokenizer = _run(_quiet_load, load_causal_lm, run_dir)
+    for prompt in prompts:
+        turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        reply = _run(run_generate, model, tokenizer, turns, max_new_tokens=max_new_tokens, temperature=temperature,
+                     top_p=top_p, seed=seed)
+        typer.echo(reply if len(prompts) == 1 else f"> {prompt}\n{reply}\n")
+
+
+@app.command()
+def chat(
+    run_dir: str = typer.Argument(..., help="An sft run directory, a model folder or builtin:NAME with a chat template."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help=MAX_NEW_HELP),
+    temperature: float = typer.Option(0.0, "--temperature", help=TEMPERATURE_HELP),
+    top_p: float = typer.Option(1.0, "--top-p", help=TOP_P_HELP),
+    system: Optional[str] = typer.Option(None, "--system", help="A system turn that opens the conversation."),
+):
+    """Talk to a causal LM: each line you type is a user turn; the model answers with the whole conversation so
+    far in context, rendered by the run's chat template. /reset starts over; /exit (or Ctrl-D) ends.
+
+      hfkit chat runs/sft-lora --system "You answer in one sentence."
+    """
+    import sys
+
+    from .generation import generate as run_generate, load_causal_lm
+
+    model, tokenizer = _run(_quiet_load, load_causal_lm, run_dir)
+    if not getattr(tokenizer, "chat_template", None):
+        typer.echo(f"error: {run_dir} has no chat template; fine-tune it with task sft (sft.chat_template=chatml) or "
+                   "use hfkit generate", err=True)
+        raise typer.Exit(2)
+    opening = [{"role": "system", "content": system}] if system else []
+    turns = list(opening)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            typer.echo("you> ", nl=False)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line == "/exit":
+            break
+        if line == "/reset":
+            turns = list(opening)
+            typer.echo("(conversation reset)")
+            continue
+        turns.append({"role": "user", "content": line})
+        reply = _run(run_generate, model, tokenizer, turns, max_new_tokens=max_new_tokens, temperature=temperature,
+                     top_p=top_p)
+        turns.append({"role": "assistant", "content": reply})
+        typer.echo(f"assistant> {reply}")
 
 
 def _zero_shot(template: str | None, verbalizer: str | None, calibrate: bool) -> dict | None:

@@ -462,6 +462,24 @@ class PromptConfig:
     template, which is P-tuning as its paper meant it). lora.* and soft_prompt.* configure them."""
 
 
+@dataclass
+class SftConfig:
+    format: Literal["auto", "messages", "prompt_completion", "alpaca"] = "auto"
+    """task sft: the data's shape. auto: from the columns (`messages`; `prompt` + `completion`; `instruction` +
+    `output` + optional `input`, Alpaca)."""
+    chat_template: str | None = None
+    """The chat template that renders conversations: null = the tokenizer's own (a model without one is refused);
+    chatml, or a .jinja file, replaces it. It is saved with the run's tokenizer, so inference renders the same text."""
+    system_prompt: str | None = None
+    """A system turn put before every conversation that has none."""
+    train_on_prompt: bool = False
+    """false: only the assistant turns train (their text and end-of-turn token); true: every token."""
+    packing: bool = False
+    """Pack several conversations into each row of data.max_length tokens (best-fit decreasing); each attends only
+    to itself (position ids restart; the model's attention reads them as separate sequences). false: batches of
+    similar length (train.group_by_length)."""
+
+
 # Peak rates per method, measured (benchmarks/defaults.py, MiniLM on three labelled sets of a few hundred rows, 3
 # epochs): BERT's 2e-5..5e-5 is too low for a small model on a few hundred rows (at 3e-5, 51 steps left MiniLM at
 # chance on movie sentences; 1e-4 reached 0.69). LoRA and soft prompts train few weights and take much larger rates.
@@ -472,8 +490,9 @@ DEFAULT_LEARNING_RATES = {"full": 2e-4, "frozen": 1e-3, "lora": 2e-3, "prompt_tu
 @dataclass
 class FinetuneConfig:
     task: str = "classification"
-    """classification (one label per text or pair: single-label, multi-label, regression) or token_classification
-    (one tag per word: named entities, part-of-speech); `hfkit recipes` lists a recipe per task and method."""
+    """classification (one label per text or pair: single-label, multi-label, regression), token_classification
+    (one tag per word: named entities, part-of-speech) or sft (a causal LM learns to answer: instructions, chats);
+    `hfkit recipes` lists a recipe per task and method."""
     method: Literal["full", "frozen", "lora", "prompt_tuning", "prefix_tuning", "p_tuning", "ia3", "pet",
                     "zero_shot"] = "full"
     """How to adapt the model: every parameter, a head on frozen features, LoRA, soft prompts, IA3; or as a cloze
@@ -491,6 +510,7 @@ class FinetuneConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     soft_prompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3.0, batch_size=8, logging_steps=20))
 
     @property

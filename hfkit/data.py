@@ -126,9 +126,61 @@ def _wnut16():
     return read_conll([str(path)], "builtin:wnut16")
 
 
+def _chatterbot():
+    """ChatterBot's English corpus (BSD-3): 2,026 short conversations of alternating turns -> `messages` rows
+    (the first speaker is the user; an odd last turn, a question left unanswered, is dropped)."""
+    import yaml
+    from datasets import Dataset
+
+    folder = _package_file("chatterbot_corpus", "data/english", "chatterbot-corpus==1.3.3")
+    rows = []
+    for path in sorted(folder.glob("*.yml")):
+        for lines in yaml.safe_load(path.read_text(encoding="utf-8")).get("conversations") or []:
+            lines = [str(x).strip() for x in lines if x is not None and str(x).strip()]
+            lines = lines[:len(lines) // 2 * 2]
+            if lines:
+                rows.append([{"role": "user" if i % 2 == 0 else "assistant", "content": text}
+                             for i, text in enumerate(lines)])
+    return Dataset.from_dict({"messages": rows})
+
+
+LLAMAFACTORY_SDIST = "llamafactory==0.9.5"
+
+
+def _llamafactory_file(name: str) -> bytes:
+    """A data file of LLaMA-Factory's source distribution (Apache-2.0; only the sdist has data/), downloaded once
+    from the package index into the hfkit cache with `pip download`."""
+    import subprocess
+    import sys
+    import tarfile
+
+    folder = default_cache_dir() / "sdist"
+    version = LLAMAFACTORY_SDIST.split("==")[1]
+    archive = folder / f"llamafactory-{version}.tar.gz"
+    if not archive.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                               LLAMAFACTORY_SDIST, "-d", str(folder)], capture_output=True, text=True)
+        if done.returncode != 0 or not archive.is_file():
+            raise DataError(f"this builtin data ships in the {LLAMAFACTORY_SDIST} source distribution, which could not "
+                            f"be downloaded into {folder} ({(done.stderr or '').strip().splitlines()[-1:]}); run: pip "
+                            f"download --no-deps --no-binary :all: {LLAMAFACTORY_SDIST} -d {folder}")
+    with tarfile.open(archive) as tar:
+        return tar.extractfile(f"llamafactory-{version}/data/{name}").read()
+
+
+def _alpaca_en_demo():
+    """LLaMA-Factory's alpaca_en_demo.json: 999 instruction / input / output rows (GPT-generated Alpaca-style data;
+    upstream licence CC BY-NC: research and demos, not for a commercial model)."""
+    from datasets import Dataset
+
+    rows = json.loads(_llamafactory_file("alpaca_en_demo.json"))
+    return Dataset.from_dict({k: [str(r.get(k) or "") for r in rows] for k in ("instruction", "input", "output")})
+
+
 BUILTIN_CORPORA: dict[str, Callable] = {"news-articles": _news_articles, "movie-reviews": _movie_reviews,
                                         "movie-review-scores": _movie_review_scores, "sms-spam": _sms_spam, "trec": _trec,
-                                        "wnut16": _wnut16}
+                                        "wnut16": _wnut16, "chatterbot": _chatterbot, "alpaca-en-demo": _alpaca_en_demo}
 
 
 # --------------------------------------------------------------------------------------------- CoNLL

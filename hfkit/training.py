@@ -117,8 +117,10 @@ def precision_flags(precision: str) -> dict:
     return flags
 
 
-def training_arguments(t, output_dir: str | Path, *, has_eval: bool, save_with_eval: bool = False, **extra):
-    """TrainingArguments from a TrainConfig; `extra` wins (recipe-specific settings).
+def training_arguments(t, output_dir: str | Path, *, has_eval: bool, save_with_eval: bool = False, args_class=None,
+                       **extra):
+    """TrainingArguments (or `args_class`, a subclass such as TRL's SFTConfig) from a TrainConfig; `extra` wins
+    (recipe-specific settings).
 
     save_with_eval: write checkpoints when evaluating (needed to keep the best checkpoint by a metric).
     """
@@ -173,7 +175,7 @@ def training_arguments(t, output_dir: str | Path, *, has_eval: bool, save_with_e
         kwargs["save_strategy"] = eval_kwargs["eval_strategy"]
         kwargs["save_steps"] = eval_kwargs.get("eval_steps", t.save_steps)
     kwargs.update(extra)
-    return TrainingArguments(**kwargs)
+    return (args_class or TrainingArguments)(**kwargs)
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Shown by `hfkit env` in this order, whether or not hfkit declares them directly.
-KEY_PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "accelerate", "peft", "evaluate", "safetensors",
+KEY_PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "accelerate", "peft", "trl", "evaluate", "safetensors",
                 "huggingface-hub", "typer", "deepspeed", "bitsandbytes")
 LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements" / "lock.txt"
 

@@ -46,6 +46,13 @@ def inputs(tmp_path_factory, mlm_run, clm_run):
     (d / "ner_invalid.conll").write_text(conll + "the\tO\ncat\tI-ani\n\n")
     (d / "ner_lengths.jsonl").write_text('{"tokens": ["a", "b"], "tags": ["O", "O"]}\n'
                                          '{"tokens": ["a", "b", "c"], "tags": ["O", "B-x"]}\n')
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    (d / "chats.jsonl").write_text(json.dumps({"messages": chat}) + "\n" + json.dumps({"messages": [
+        {"role": "user", "content": "hi"}, {"role": "bot", "content": "hello"}]}) + "\n")
+    (d / "order.jsonl").write_text(json.dumps({"messages": chat}) + "\n"
+                                   + json.dumps({"messages": chat}) + "\n"
+                                   + json.dumps({"messages": [chat[0], chat[0], chat[1]]}) + "\n")
+    pd.DataFrame({"question": ["a"] * 3, "answer": ["b"] * 3}).to_csv(d / "qa.csv", index=False)
     return {"dir": d, "mlm": mlm_run.output_dir, "clm": clm_run.output_dir}
 
 
@@ -55,6 +62,11 @@ def pre(d):  # pretraining on the good corpus, overridable
 
 def ner(i, train="ner.conll"):
     return ["finetune", "ner-full", f"model.path={i['mlm']}", f"data.train={i['dir'] / train}"]
+
+
+def sft(i, train="chats.jsonl", template=True):
+    return (["finetune", "sft-full", f"model.path={i['clm']}", f"data.train={i['dir'] / train}", "data.max_length=64"]
+            + (["sft.chat_template=chatml"] if template else []))
 
 
 def fine(i):
@@ -110,6 +122,10 @@ CASES = {
     "corpus overlapping data.exclude": (lambda i: pre(i["dir"]) + [f"data.exclude={i['dir'] / 'good.txt'}"], "data.train: 50 document(s) also appear in data.exclude"),
     "NSP on one-sentence documents": (lambda i: pre(i["dir"]) + ["objective=nsp", f"data.train={i['dir'] / 'short.txt'}"], "objective nsp needs documents of 2 or more sentences, and none of the"),
     "contrastive with batch size 1": (lambda i: pre(i["dir"]) + ["objective=contrastive", "train.batch_size=1"], "train.batch_size: 1 leaves no in-batch negatives for objective contrastive"),
+    "chat turn with an unknown role": (lambda i: sft(i), "data.train row 2: turn 2 has role 'bot', which is not one of system, user, assistant"),
+    "chat turns that do not alternate": (lambda i: sft(i, "order.jsonl"), "data.train row 3: turns must alternate user, assistant, user, ...; turn 2 is 'user' after 'user'"),
+    "conversation format not detectable": (lambda i: sft(i, "qa.csv"), "data.train: cannot tell the conversation format from the columns (question, answer)"),
+    "model without a chat template, none named": (lambda i: sft(i, template=False), "the tokenizer has no chat template"),
     "L-BFGS for an MLP head": (lambda i: fine(i) + ["method=frozen", "frozen.head=mlp", "frozen.solver=lbfgs"], "frozen.solver: lbfgs solves a linear head on cached features"),
 }
 
@@ -135,4 +151,4 @@ def test_bad_input_one_line_exit_2_outputs_untouched(name, inputs, tmp_path):
 
 
 def test_case_count():
-    assert len(CASES) == 48
+    assert len(CASES) == 52

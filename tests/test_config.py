@@ -113,7 +113,7 @@ def test_every_shipped_recipe_loads_and_validates():
 
 def test_every_shipped_finetune_recipe_loads_and_validates():
     finetune = [p for p in list_recipes() if p.relative_to(recipes_dir()).parts[0] == "finetune"]
-    assert len(finetune) == 13, [p.name for p in finetune]
+    assert len(finetune) == 15, [p.name for p in finetune]
     for path in finetune:
         cfg = resolve("finetune", path)
         if path.stem == "compare-demo":
@@ -122,7 +122,7 @@ def test_every_shipped_finetune_recipe_loads_and_validates():
         if cfg.method == "zero_shot":
             assert path.stem == "zero-shot" and cfg.prompt.template and cfg.prompt.verbalizer
             continue
-        prefix = {"classification": "classification", "token_classification": "ner"}[cfg.task]
+        prefix = {"classification": "classification", "token_classification": "ner", "sft": "sft"}[cfg.task]
         assert path.stem == f"{prefix}-{cfg.method}"
         assert cfg.train.learning_rate > 0 and cfg.model.path
 

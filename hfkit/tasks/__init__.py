@@ -18,6 +18,7 @@ from pathlib import Path
 TASKS: dict[str, str] = {
     "classification": "hfkit.tasks.classification:Classification",
     "token_classification": "hfkit.tasks.token_classification:TokenClassification",
+    "sft": "hfkit.tasks.sft:SupervisedFineTuning",
 }
 
 
@@ -39,6 +40,7 @@ class Task:
     title: str = ""  # for the model card, e.g. "token classification"
     methods: frozenset[str] = frozenset()  # the methods this task allows
     default_metric: str = "accuracy"  # metric_for_best when the config does not name one
+    loss_only: bool = False  # evaluation computes the loss only (no logits gathered; `report` gets the metrics dict)
     pooled_features: bool = False  # one feature vector per example: a frozen linear head on them is solved (solver.py)
 
     @classmethod
@@ -97,6 +99,16 @@ class Task:
         """The Trainer subclass to use (None: transformers.Trainer)."""
         return None
 
+    def training_arguments(self, cfg, info) -> tuple[type | None, dict]:
+        """(the TrainingArguments subclass the trainer needs or None, extra settings for it)."""
+        return None, {}
+
+    def preview(self, splits, tokenizer, cfg, info, n: int) -> str:
+        """`hfkit finetune --preview N`: the first n encoded training examples as text, what trains marked."""
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--preview: shows how task sft masks conversations; task {self.name} has no preview")
+
     # ---- evaluation and output
     def compute_metrics(self, cfg, info, split: str):
         """compute_metrics for the Trainer on the encoded `split` (validation during training)."""
@@ -104,7 +116,7 @@ class Task:
 
     def report(self, cfg, info, output, split: str) -> dict:
         """Extra metrics.json entries (key -> value, prefixed with the split's metric prefix) from a prediction pass
-        (a transformers PredictionOutput) on `split`: the per-class report..."""
+        (a transformers PredictionOutput; for a loss_only task, the evaluation's metrics dict) on `split`: the per-class report..."""
         return {}
 
     def method_note(self, cfg) -> str:
