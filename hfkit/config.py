@@ -433,6 +433,9 @@ class LoraConfig:
     """Module names to adapt (default: every linear layer of the transformer blocks, `all-linear`)."""
     merge: bool = False
     """Also write the adapter merged into the base weights, as a plain model, to output_dir/merged."""
+    load_in_4bit: bool = False
+    """QLoRA (task sft): load the base model in 4-bit NF4 (bitsandbytes, a CUDA GPU) and train LoRA adapters in
+    bf16 on it; merge is refused (merge into an unquantised copy of the base after the run)."""
 
 
 @dataclass
@@ -455,6 +458,10 @@ class PromptConfig:
     kind: Literal["auto", "mlm", "clm"] = "auto"
     """How the slot is scored: masked LM (mask token in the slot) or causal LM (label words continue the prompt);
     auto = mlm when the model has a masked-LM head class and the tokenizer a mask token."""
+    chat: Literal["auto", "on", "off"] = "auto"
+    """Causal LMs: put the rendered prompt (the template up to {mask}) in a user turn of the tokenizer's chat
+    template and score the label words where the assistant's answer starts. auto: on when the tokenizer has a chat
+    template (an instruct model); off: the plain text continues."""
     calibrate: bool = False
     """zero_shot only: contextual calibration, dividing by the label-word probabilities of content-free inputs."""
     tune: Literal["full", "lora", "prompt_tuning", "p_tuning"] = "full"

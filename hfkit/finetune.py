@@ -125,11 +125,7 @@ def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
     if state.is_main_process:
         claim_output_dir(cfg.output_dir, overwrite=cfg.train.overwrite, resume_from=resume_from)
     trainer = build_trainer(cfg, task, info, model, tokenizer, encoded, collator)
-    packed = getattr(trainer, "padding_free", False)  # TRL packed the rows: each holds several examples, unpadded
-    if packed and lengths:
-        lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
-        log(f"packing: {len(encoded['train']):,} conversations in {len(lengths):,} rows of up to "
-            f"{cfg.data.max_length} tokens")
+    lengths, packed = trained_rows(trainer, encoded, lengths, cfg)
     found = optimization(trainer, cfg, resume_from)
     if state.is_main_process:
         save_yaml(cfg, Path(cfg.output_dir) / "hfkit.yaml")
@@ -147,6 +143,16 @@ def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
     finish_run(trainer, cfg.output_dir, save=save, metrics=metrics, card=task.card(cfg, info, cfg.output_dir),
                plot_metric=f"eval_{cfg.train.metric_for_best}")
     return RunResult(output_dir=Path(cfg.output_dir), metrics=metrics, config=cfg)
+
+
+def trained_rows(trainer, encoded, lengths: list[int], cfg: FinetuneConfig) -> tuple[list[int], bool]:
+    """(token count of each row the trainer trains on, whether it packed them): a packing trainer (TRL's) turned
+    the encoded examples into fewer, unpadded rows of several examples each."""
+    if not (getattr(trainer, "padding_free", False) and lengths):
+        return lengths, False
+    rows = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    log(f"packing: {len(encoded['train']):,} examples in {len(rows):,} rows of up to {cfg.data.max_length} tokens")
+    return rows, True
 
 
 def run_metrics(cfg: FinetuneConfig, task: Task, info, trainer, train_output, encoded, *, model, wall: float,

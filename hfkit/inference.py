@@ -69,7 +69,7 @@ def zero_shot_run(model_path: str, template: str, verbalizer, calibrate: bool = 
 
     from .errors import ConfigError
     from .models import check_local_model_dir, resolve_model_path
-    from .prompting import detect_kind, make_prompt
+    from .prompting import detect_kind, make_prompt, use_chat
 
     if isinstance(verbalizer, str):
         try:
@@ -82,8 +82,8 @@ def zero_shot_run(model_path: str, template: str, verbalizer, calibrate: bool = 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     kind = detect_kind(path, tokenizer, kind)
-    prompt = make_prompt(template, verbalizer, tokenizer, kind, max_length, extra={"method": "zero_shot",
-                                                                                    "base_model": path})
+    prompt = make_prompt(template, verbalizer, tokenizer, kind, max_length, extra={
+        "method": "zero_shot", "base_model": path, "chat": use_chat("auto", tokenizer, kind)})
     run = load_prompt_run(Path(path), tokenizer, prompt)
     if calibrate:
         prompt.calibration = prompt.content_free_log_probs(run.model, tokenizer)

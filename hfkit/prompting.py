@@ -102,10 +102,13 @@ class Template:
 
 
 # --------------------------------------------------------------------------------------------- verbalizer
-def word_token_ids(tokenizer, word: str) -> list[int]:
+def word_token_ids(tokenizer, word: str, answer_start: bool = False) -> list[int]:
     """The ids `word` gets when it follows other words: tokenize 'It was WORD' and keep what WORD added,
-    so byte-level BPE gets its leading-space pieces and WordPiece/SentencePiece their word-start pieces."""
+    so byte-level BPE gets its leading-space pieces and WordPiece/SentencePiece their word-start pieces.
+    answer_start: the word opens a chat answer (prompt.chat), where it has no leading space."""
     word = word.strip()
+    if answer_start:
+        return tokenizer(word, add_special_tokens=False)["input_ids"]
     context = "It was"
     base = tokenizer(context, add_special_tokens=False)["input_ids"]
     full = tokenizer(f"{context} {word}", add_special_tokens=False)["input_ids"]
@@ -121,7 +124,7 @@ class Verbalizer:
     token_ids: list[list[list[int]]]  # label -> word -> token ids
 
     @classmethod
-    def build(cls, mapping: dict, tokenizer, key: str = "prompt.verbalizer") -> "Verbalizer":
+    def build(cls, mapping: dict, tokenizer, key: str = "prompt.verbalizer", answer_start: bool = False) -> "Verbalizer":
         if not isinstance(mapping, dict) or not mapping:
             raise ConfigError(f"{key}: give a mapping label -> words, e.g. {{positive: [great, good], negative: [terrible]}}")
         labels, words, ids = [], [], []
@@ -134,7 +137,7 @@ class Verbalizer:
                 raise ConfigError(f"{key}.{label}: give at least one non-empty word")
             token_lists = []
             for w in items:
-                t = word_token_ids(tokenizer, w)
+                t = word_token_ids(tokenizer, w, answer_start)
                 if not t or (unk is not None and unk in t):
                     raise ConfigError(f"{key}.{label}: '{w}' is not in the tokenizer's vocabulary (it becomes "
                                       f"{tokenizer.unk_token or 'nothing'}); choose another word")
@@ -215,9 +218,13 @@ class Prompt:
         k = self.verbalizer.max_tokens if self.kind == "mlm" else 1
         mask_text = (tokenizer.mask_token or "") * k
         fields = {c: _clean_field(row[c], tokenizer) for c in self.template.columns}
+        chat = self.kind == "clm" and self.extra.get("chat")
         for _ in range(8):
             text = self.template.render(fields, mask_text, prefix_only=self.kind == "clm")
-            ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+            if chat:  # the prompt is the user's turn; the label word starts the assistant's answer
+                text = tokenizer.apply_chat_template([{"role": "user", "content": text.strip()}], tokenize=False,
+                                                     add_generation_prompt=True)
+            ids = tokenizer(text, add_special_tokens=not chat)["input_ids"]
             over = len(ids) - self.max_length
             if over <= 0:
                 break
@@ -320,8 +327,8 @@ class Prompt:
         template = Template(data["template"], [tuple(p) for p in data["pieces"]])
         extra = {k: v for k, v in data.items() if k not in ("kind", "template", "pieces", "verbalizer", "labels",
                                                              "max_length", "calibration")}
-        return cls(data["kind"], template, Verbalizer.build(data["verbalizer"], tokenizer), data["max_length"],
-                   data.get("calibration"), extra)
+        verbalizer = Verbalizer.build(data["verbalizer"], tokenizer, answer_start=bool(data.get("chat")))
+        return cls(data["kind"], template, verbalizer, data["max_length"], data.get("calibration"), extra)
 
 
 def _clean_field(value, tokenizer) -> str:
@@ -377,10 +384,21 @@ def load_lm(model_path: str, kind: str, **kwargs):
     return model, missing
 
 
+def use_chat(setting: str, tokenizer, kind: str) -> bool:
+    """prompt.chat resolved: a causal LM's prompt goes through the chat template (auto: when the tokenizer has one)."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if setting == "on" and (kind != "clm" or not has_template):
+        raise ConfigError("prompt.chat: on needs a causal LM whose tokenizer has a chat template; this "
+                          + ("model is scored as a masked LM" if kind != "clm" else "tokenizer has none")
+                          + " (use prompt.chat=auto or off)")
+    return kind == "clm" and has_template and setting != "off"
+
+
 def make_prompt(template: str, verbalizer: dict, tokenizer, kind: str, max_length: int,
                 aliases: dict[str, str | None] | None = None, extra: dict | None = None) -> Prompt:
-    prompt = Prompt(kind, Template.parse(template, aliases), Verbalizer.build(verbalizer, tokenizer), max_length,
-                    extra=extra or {})
+    answer_start = kind == "clm" and bool((extra or {}).get("chat"))  # the label word opens the assistant's answer
+    prompt = Prompt(kind, Template.parse(template, aliases),
+                    Verbalizer.build(verbalizer, tokenizer, answer_start=answer_start), max_length, extra=extra or {})
     if kind == "mlm" and tokenizer.mask_token is None:
         raise ConfigError("prompt.kind: mlm needs a tokenizer with a mask token; this one has none")
     return prompt

@@ -252,12 +252,36 @@ def test_sft_lora_adapter_and_merged_model_generate_like_hfkit(sft_full_run, cha
     assert metrics["conversations"] == 240 and 1.0 <= metrics["perplexity"] < 3
 
 
-def test_soft_prompt_sft_trains(sft_full_run, chat_file, tmp_path):
-    import hfkit
-
+@pytest.mark.parametrize("method", ["prompt_tuning", "p_tuning"])
+def test_soft_prompt_sft_trains(method, sft_full_run, chat_file, tmp_path):
     result = finetune("sft-lora", [
-        "method=prompt_tuning", "sft.packing=false", "lora.merge=false", f"model.path={sft_full_run.output_dir}",
+        f"method={method}", "sft.packing=false", "lora.merge=false", f"model.path={sft_full_run.output_dir}",
         f"data.train={chat_file}", f"output_dir={tmp_path / 'pt'}", "data.max_length=64", "train.max_steps=4",
         "train.report_to=[]", "train.learning_rate=3e-2"])
     assert (tmp_path / "pt" / "adapter_config.json").is_file()
-    assert result.metrics["trainable_params"] == 20 * 128
+    assert result.metrics["train_loss"] > 0 and result.metrics["eval_perplexity"] > 1
+    if method == "prompt_tuning":
+        assert result.metrics["trainable_params"] == 20 * 128  # 20 virtual tokens x the model's width
+
+
+def test_prompting_through_the_chat_template(sft_full_run):
+    """prompt.chat: the cloze prompt becomes a user turn and the label word is scored where the answer starts."""
+    from transformers import AutoTokenizer
+
+    from hfkit.errors import ConfigError
+    from hfkit.prompting import make_prompt, use_chat
+
+    tokenizer = AutoTokenizer.from_pretrained(sft_full_run.output_dir)
+    row = {"text": "where is the dog ?"}
+    chat = make_prompt("{text} {mask}", {"yes": ["the"], "no": ["where"]}, tokenizer, "clm", 64,
+                       extra={"chat": use_chat("auto", tokenizer, "clm")})
+    plain = make_prompt("{text} {mask}", {"yes": ["the"], "no": ["where"]}, tokenizer, "clm", 64,
+                        extra={"chat": use_chat("off", tokenizer, "clm")})
+    expected = tokenizer.apply_chat_template([{"role": "user", "content": "where is the dog ?"}],
+                                             add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    encoded = chat.encode(row, tokenizer)
+    assert encoded["input_ids"] == expected and encoded["prompt_slot"] == len(expected) - 1
+    assert plain.encode(row, tokenizer)["input_ids"] == tokenizer("where is the dog ?")["input_ids"]
+    assert not use_chat("auto", tokenizer, "mlm")
+    with pytest.raises(ConfigError, match="prompt.chat: on needs a causal LM"):
+        use_chat("on", tokenizer, "mlm")

@@ -490,13 +490,14 @@ class Cloze(Classification):
 
     def load_data(self, cfg, tokenizer):
         from ..models import resolve_model_path
-        from ..prompting import detect_kind, make_prompt
+        from ..prompting import detect_kind, make_prompt, use_chat
 
         d, m = cfg.data, cfg.model
         source = resolve_model_path(m.path)
         kind = detect_kind(source, tokenizer, cfg.prompt.kind, revision=m.revision, trust_remote_code=m.trust_remote_code)
         extra = {"method": cfg.method, "base_model": source, "text_column": d.text_column,
-                 "text_pair_column": d.text_pair_column, "label_column": d.label_column}
+                 "text_pair_column": d.text_pair_column, "label_column": d.label_column,
+                 "chat": use_chat(cfg.prompt.chat, tokenizer, kind)}
         self.prompt = make_prompt(cfg.prompt.template, cfg.prompt.verbalizer, tokenizer, kind, d.max_length,
                                   aliases={"text": d.text_column, "text_pair": d.text_pair_column}, extra=extra)
         splits, info = load_labelled(cfg, names=self.prompt.labels, columns=self.prompt.template.columns)

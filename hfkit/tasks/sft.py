@@ -47,6 +47,17 @@ class SupervisedFineTuning(Task):
                             "several examples; set sft.packing=false")
         if cfg.multi_label or cfg.regression:
             problems.append("task sft: multi_label and regression are classification settings; unset them")
+        if cfg.lora.load_in_4bit:
+            import importlib.util
+
+            if cfg.method != "lora":
+                problems.append(f"lora.load_in_4bit: QLoRA trains LoRA adapters on a 4-bit base; method is {cfg.method}")
+            elif importlib.util.find_spec("bitsandbytes") is None:
+                problems.append("lora.load_in_4bit: needs the bitsandbytes package and a CUDA GPU "
+                                "(pip install bitsandbytes)")
+            if cfg.lora.merge:
+                problems.append("lora.load_in_4bit: a 4-bit base cannot take the merged adapter; set lora.merge=false "
+                                "and merge into the unquantised base after the run")
         if cfg.model.random_init:
             problems.append("model.random_init: task sft fine-tunes a trained causal LM; pretrain one with `hfkit "
                             "pretrain gpt2-clm-tiny` and point model.path at its run directory")
@@ -164,6 +175,8 @@ class SupervisedFineTuning(Task):
         """(the TrainingArguments class, its extra settings): TRL's SFTConfig with packing and the row length."""
         from trl import SFTConfig
 
+        if cfg.sft.packing:
+            cfg.train.group_by_length = False  # packed rows are all about data.max_length long: nothing to group
         extra = dict(max_length=cfg.data.max_length, packing=cfg.sft.packing, packing_strategy="bfd",
                      prediction_loss_only=True, dataset_num_proc=cfg.data.num_proc)
         return SFTConfig, extra
@@ -182,9 +195,24 @@ class SupervisedFineTuning(Task):
             raise ConfigError(f"method {cfg.method}: the chat template added {', '.join(info.added_tokens)} to the "
                               "tokenizer, and their new embeddings must train with every other weight; use method "
                               "full here, or a model whose tokenizer has them")
+        quantized = {}
+        if cfg.lora.load_in_4bit:  # QLoRA (Dettmers et al. 2023): NF4 weights, double quantisation, bf16 compute
+            import torch
+            from transformers import BitsAndBytesConfig
+
+            if not torch.cuda.is_available():
+                raise ConfigError("lora.load_in_4bit: 4-bit loading (bitsandbytes) needs a CUDA GPU; none is visible")
+            quantized = dict(quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16), dtype=torch.bfloat16)
         model = load_pretrained(AutoModelForCausalLM, resolve_model_path(m.path), revision=m.revision,
                                 trust_remote_code=m.trust_remote_code, attn_implementation=m.attn_implementation,
-                                **m.overrides)
+                                **quantized, **m.overrides)
+        if quantized:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=cfg.train.gradient_checkpointing)
         positions = max_positions(model.config)
         if positions is not None and cfg.data.max_length > positions:
             raise ConfigError(f"data.max_length: {cfg.data.max_length} tokens, but the model has {positions} positions; "
