@@ -340,7 +340,7 @@ def _read_inputs(run_dir: str, path: str):
 @app.command()
 def evaluate(
     run_dir: str = typer.Argument(..., help="A fine-tuned run directory."),
-    data: str = typer.Option(..., "--data", "-d", help="Labelled data with the run's text and label columns (file, folder, glob, builtin:NAME)."),
+    data: str = typer.Option(..., "--data", "-d", help="Labelled data with the run's text and label columns, or conversations for an sft run (file, folder, glob, builtin:NAME)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics as JSON here."),
     batch_size: int = typer.Option(32, "--batch-size", help="Texts per forward pass."),
     template: Optional[str] = typer.Option(None, "--template", help="Zero-shot: a cloze template, e.g. '{text} It was {mask}.'; RUN_DIR may then be any masked or causal LM."),
@@ -349,6 +349,8 @@ def evaluate(
 ):
     """Evaluate a fine-tuned run on labelled data: accuracy, F1 (or MSE/Pearson), per-class report, confusion matrix.
     A token-classification run: entity-level precision/recall/F1 (strict IOB2), word accuracy, per-type report.
+    An sft run: the loss on the answer tokens (as it trained) and its perplexity, on conversations in any of its
+    formats.
 
       hfkit evaluate runs/sentiment-lora --data test.csv
 

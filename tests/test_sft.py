@@ -264,6 +264,17 @@ def test_soft_prompt_sft_trains(method, sft_full_run, chat_file, tmp_path):
         assert result.metrics["trainable_params"] == 20 * 128  # 20 virtual tokens x the model's width
 
 
+def test_chat_prompt_holds_the_whole_conversation(tokenizer):
+    """hfkit chat renders every earlier turn (its own replies included) plus the generation prompt."""
+    from hfkit.generation import prompt_ids
+
+    history = THREE_TURNS[:5] + [{"role": "user", "content": "and the horse ?"}]
+    ids = prompt_ids(tokenizer, history)[0].tolist()
+    text = tokenizer.decode(ids)
+    assert text.endswith("<|im_start|>assistant\n") and all(t["content"] in text for t in history)
+    assert ids == tokenizer.apply_chat_template(history, add_generation_prompt=True, return_dict=True)["input_ids"]
+
+
 def test_prompting_through_the_chat_template(sft_full_run):
     """prompt.chat: the cloze prompt becomes a user turn and the label word is scored where the answer starts."""
     from transformers import AutoTokenizer
