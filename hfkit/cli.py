@@ -380,6 +380,49 @@ def _quiet_load(load, *args):
         hf_logging.enable_progress_bar()
 
 
+@app.command()
+def plan(
+    recipe: str = typer.Argument(..., help="A pretraining or fine-tuning recipe (path or shipped name)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    gpus: int = typer.Option(..., "--gpus", help="GPUs in all (over every node)."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="The GPU, e.g. h100-80gb, a100-40gb, l4-24gb (an unknown name lists the known ones)."),
+    gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", help="Or the GPU's memory in GB (then --peak-tflops for a time)."),
+    peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="Peak dense bf16 TFLOP/s of one GPU (default: the --gpu's data sheet)."),
+    nodes: int = typer.Option(1, "--nodes", help="Machines the GPUs are spread over."),
+    gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="GPUs one node holds."),
+    mfu: float = typer.Option(0.40, "--mfu", help="Model FLOPs utilisation to expect (0.40: a round figure below PaLM's 46%)."),
+):
+    """Will a recipe fit on these GPUs, with which strategy, and how long will it take? Prints, per strategy (DDP,
+    ZeRO-2, FSDP full shard, ZeRO-3, with and without CPU offload and activation checkpointing), the memory per GPU
+    (weights, gradients, optimizer state, activations) and the hours for train.max_steps; then the cheapest one
+    that fits and the exact `accelerate launch` command. The model is built on the meta device: no weights are
+    read (model.path may be a folder holding only config.json) and a 7B model plans in seconds.
+
+      hfkit plan recipes/pretrain/llama-clm-small.yaml --gpus 8 --gpu h100-80gb
+
+      hfkit plan sft-lora model.path=recipes/models/llama-2-7b-shape --gpus 1 --gpu a100-40gb
+    """
+    from .config import resolve, read_run_config  # noqa: F401
+    from .plan import run as run_plan
+
+    kind = _run(_recipe_kind, recipe)
+    cfg = _run(resolve, kind, recipe, list(overrides or []))
+    typer.echo(_run(run_plan, kind, cfg, gpus=gpus, nodes=nodes, gpus_per_node=gpus_per_node, gpu=gpu,
+                    gpu_memory=gpu_memory, peak_tflops=peak_tflops, mfu=mfu, recipe=recipe,
+                    overrides=list(overrides or [])))
+
+
+def _recipe_kind(recipe: str) -> str:
+    """pretrain or finetune: from the recipe's `objective` / `task` keys (or its folder)."""
+    from .config import find_recipe, load_yaml
+
+    path = find_recipe(recipe)
+    raw = load_yaml(path)
+    if "objective" in raw or "pretrain" in path.parts:
+        return "pretrain"
+    return "finetune"
+
+
 MAX_NEW_HELP = "Generate at most this many tokens (the reply also ends at the template's end-of-turn token)."
 TEMPERATURE_HELP = "0 = greedy (deterministic); above 0 samples, higher is more varied."
 TOP_P_HELP = "Sampling only: keep the smallest set of likeliest tokens whose probability reaches this (nucleus)."
