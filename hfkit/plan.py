@@ -143,8 +143,10 @@ def model_shape(cfg, kind: str) -> tuple[Shape, object]:
                  vocab=vocab, seq=seq, batch=cfg.train.batch_size, largest_layer=largest), config
 
 
-def memory(shape: Shape, strategy: str, gpus: int, checkpointing: bool) -> tuple[float, float, float, float, float]:
-    """(weights, grads, optimizer, activations, host) in GB per GPU."""
+def memory(shape: Shape, strategy: str, gpus: int, checkpointing: bool,
+           activation_bytes: int = 2) -> tuple[float, float, float, float, float]:
+    """(weights, grads, optimizer, activations, host) in GB per GPU. activation_bytes: 2 for bf16/fp16 autocast,
+    4 for an fp32 run (a CPU)."""
     _, (bw, bg, bo), (shard_w, shard_g, shard_o), (off_w, off_o) = STRATEGIES[strategy]
     n = max(gpus, 1)
     weights = float(bw * shape.total)
@@ -165,10 +167,11 @@ def memory(shape: Shape, strategy: str, gpus: int, checkpointing: bool) -> tuple
         host += weights - gathered
         weights = gathered
     s, b, h, L = shape.seq, shape.batch, shape.hidden, shape.layers
+    per_value = activation_bytes / 2  # the 34 s b h of the 16-bit formula, in this precision
     if checkpointing:
-        activations = 2.0 * s * b * h * L + 34.0 * s * b * h
+        activations = per_value * (2.0 * s * b * h * L + 34.0 * s * b * h)
     else:
-        activations = 34.0 * s * b * h * L
+        activations = per_value * 34.0 * s * b * h * L
     activations += 2 * 4.0 * s * b * shape.vocab
     return weights / GB, grads / GB, optimizer / GB, activations / GB, host / GB
 

@@ -33,6 +33,9 @@ def test_a_7b_model_plans_in_seconds_from_a_config_alone():
     assert (wf + gf + of) * GB == pytest.approx(16 * shape.total / 8 + 8 * shape.largest_layer)
     _, _, _, a_ckpt, _ = memory(shape, "DDP", 8, checkpointing=True)
     assert a_ckpt < a / 4
+    _, _, _, a_fp32, _ = memory(shape, "DDP", 8, checkpointing=False, activation_bytes=4)
+    s_, b_, h_, layers = shape.seq, shape.batch, shape.hidden, shape.layers
+    assert (a_fp32 - a) * GB == pytest.approx(34 * s_ * b_ * h_ * layers)  # fp32 doubles the layers' activations
 
 
 def test_lora_count_matches_peft(clm_run):
