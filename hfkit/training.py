@@ -404,8 +404,26 @@ def start_run(cfg, model_path: str | None):
     if model_path:
         check_local_model_dir(resolve_model_path(model_path))
     state = distributed_state()
+    check_sharding_possible(state)
     derive_accumulation(cfg.train, state.num_processes)
     return resume_from, state
+
+
+def check_sharding_possible(state) -> None:
+    """Refuse an FSDP launch that Accelerate would quietly run as DDP. accelerate 1.15 turns its FSDP plugin on
+    only for GPU-like devices (accelerate/state.py, where the distributed type becomes FSDP); CPU processes
+    (MULTI_CPU) keep plain DDP, so every rank would hold the whole model while the user believes it is sharded."""
+    import os
+
+    from accelerate.utils import DistributedType
+
+    from .errors import ConfigError
+
+    if (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+            and state.distributed_type in (DistributedType.MULTI_CPU, DistributedType.NO) and state.num_processes > 1):
+        raise ConfigError("FSDP was asked for (ACCELERATE_USE_FSDP, e.g. recipes/accelerate/fsdp.yaml), but these "
+                          "are CPU processes, which Accelerate 1.15 runs as plain DDP without sharding; launch on "
+                          "GPUs, or drop the FSDP config (torchrun --nproc_per_node N gives DDP)")
 
 
 # --------------------------------------------------------------------------------------------- run statistics

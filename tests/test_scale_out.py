@@ -65,3 +65,21 @@ def test_global_batch_size_recorded_in_the_run(tmp_path, corpus_file):
         "train.max_steps": 2, "train.batch_size": 4, "train.global_batch_size": 12, "train.eval_before_training": False}))
     saved = yaml.safe_load((result.output_dir / "hfkit.yaml").read_text())
     assert saved["train"]["gradient_accumulation_steps"] == 3 and saved["train"]["global_batch_size"] == 12
+
+
+@pytest.mark.distributed
+def test_fsdp_on_cpu_processes_is_refused_not_silently_ddp(tmp_path, corpus_file):
+    """accelerate 1.15 drops its FSDP plugin for CPU processes; hfkit says so before anything is written."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
+    out = tmp_path / "fsdp-cpu"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "hfkit",
+                             "pretrain", "gpt2-clm-tiny", f"data.train={corpus_file}", f"output_dir={out}",
+                             "tokenizer.vocab_size=200", "train.max_steps=2", "train.report_to=[]"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode != 0
+    assert "but these are CPU processes, which Accelerate 1.15 runs as plain DDP" in result.stderr + result.stdout
+    assert not out.exists()
