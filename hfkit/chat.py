@@ -37,9 +37,9 @@ CHATML = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )
 
-# name -> (template, special tokens it needs, its end-of-turn token)
-TEMPLATES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "chatml": (CHATML, ("<|im_start|>", "<|im_end|>"), "<|im_end|>"),
+# name -> (template, the special tokens it needs); the end-of-turn token is read from the template (end_of_turn_ids)
+TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "chatml": (CHATML, ("<|im_start|>", "<|im_end|>")),
 }
 
 FORMATS = ("messages", "prompt_completion", "alpaca")
@@ -127,7 +127,7 @@ def set_up_template(tokenizer, name: str | None) -> list[str]:
                              f"one with sft.chat_template={next(iter(TEMPLATES))}, or give a .jinja file")
         return []
     if name in TEMPLATES:
-        template, specials, _ = TEMPLATES[name]
+        template, specials = TEMPLATES[name]
     else:
         path = Path(name)
         if path.suffix != ".jinja" or not path.is_file():
@@ -147,8 +147,9 @@ def end_of_turn_ids(tokenizer, known=None) -> list[int]:
     it (when it is a special token, e.g. <|im_end|>), then `known` (the model's own, an int or list) and eos."""
     ids = []
     probe = encode(tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], None)
-    if probe.spans and probe.input_ids[probe.spans[-1][1] - 1] in tokenizer.all_special_ids:
-        ids.append(probe.input_ids[probe.spans[-1][1] - 1])
+    last = probe.input_ids[probe.spans[-1][1] - 1] if probe.spans else None
+    if last in tokenizer.all_special_ids:
+        ids.append(last)
     ids += [known] if isinstance(known, int) else list(known or [])
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)

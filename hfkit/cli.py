@@ -402,7 +402,7 @@ def plan(
 
       hfkit plan sft-lora model.path=recipes/models/llama-2-7b-shape --gpus 1 --gpu a100-40gb
     """
-    from .config import resolve, read_run_config  # noqa: F401
+    from .config import resolve
     from .plan import run as run_plan
 
     kind = _run(_recipe_kind, recipe)
@@ -413,14 +413,11 @@ def plan(
 
 
 def _recipe_kind(recipe: str) -> str:
-    """pretrain or finetune: from the recipe's `objective` / `task` keys (or its folder)."""
-    from .config import find_recipe, load_yaml
+    """pretrain or finetune: from the recipe's folder (recipes/pretrain/...) or whether it sets an objective."""
+    from .config import find_recipe, load_yaml, recipe_kind
 
     path = find_recipe(recipe)
-    raw = load_yaml(path)
-    if "objective" in raw or "pretrain" in path.parts:
-        return "pretrain"
-    return "finetune"
+    return "pretrain" if "pretrain" in path.parts else recipe_kind(load_yaml(path))
 
 
 MAX_NEW_HELP = "Generate at most this many tokens (the reply also ends at the template's end-of-turn token)."

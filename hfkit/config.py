@@ -943,6 +943,11 @@ def _check_kind(kind: str, raw: dict, recipe: Any) -> None:
             raise ConfigError(f"recipe '{recipe}' is a {other} recipe (it sets '{marker}'); run it with `hfkit {other}`")
 
 
+def recipe_kind(raw: dict) -> str:
+    """pretrain for a recipe (or saved hfkit.yaml) that sets an objective, else finetune."""
+    return "pretrain" if "objective" in raw else "finetune"
+
+
 def read_run_config(run_dir: str | Path):
     """The typed config a run directory was made with (its hfkit.yaml), or None when it has none (a plain model
     folder). Not validated again: its paths may have moved since; keys are still checked."""
@@ -951,7 +956,7 @@ def read_run_config(run_dir: str | Path):
         return None
     raw = load_yaml(saved)
     problems: list[str] = []
-    cfg = _build(CONFIG_KINDS["pretrain" if "objective" in raw else "finetune"], raw, "", problems)
+    cfg = _build(CONFIG_KINDS[recipe_kind(raw)], raw, "", problems)
     if problems:
         raise ConfigError(f"{saved}: " + "; ".join(problems))
     return cfg

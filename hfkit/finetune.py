@@ -165,17 +165,17 @@ def run_metrics(cfg: FinetuneConfig, task: Task, info, trainer, train_output, en
         metrics.update({k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))})
         metrics["train_loss"] = finite_or_none(train_output.training_loss)
     for split, prefix in (("validation", "eval"), ("test", "test")):
-        if split in encoded and task.loss_only:
-            found = trainer.evaluate(encoded[split], metric_key_prefix=prefix)
-            metrics.update({k: v for k, v in found.items() if isinstance(v, (int, float))})
-            metrics[f"{prefix}_samples"] = len(encoded[split])
-            metrics.update({f"{prefix}_{k}": v for k, v in task.report(cfg, info, found, split).items()})
-        elif split in encoded:
+        if split not in encoded:
+            continue
+        if task.loss_only:  # the loss alone: no logits gathered
+            output = found = trainer.evaluate(encoded[split], metric_key_prefix=prefix)
+        else:
             trainer.compute_metrics = task.compute_metrics(cfg, info, split)
             output = trainer.predict(encoded[split], metric_key_prefix=prefix)  # metrics and logits in one pass
-            metrics.update({k: v for k, v in output.metrics.items() if isinstance(v, (int, float))})
-            metrics[f"{prefix}_samples"] = len(encoded[split])
-            metrics.update({f"{prefix}_{k}": v for k, v in task.report(cfg, info, output, split).items()})
+            found = output.metrics
+        metrics.update({k: v for k, v in found.items() if isinstance(v, (int, float))})
+        metrics[f"{prefix}_samples"] = len(encoded[split])
+        metrics.update({f"{prefix}_{k}": v for k, v in task.report(cfg, info, output, split).items()})
     trainable, total = count_parameters(model)
     metrics.update(trainable_params=trainable, total_params=total, trainable_fraction=trainable / total,
                    global_step=trainer.state.global_step, train_wall_seconds=round(wall, 3),

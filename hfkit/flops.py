@@ -27,12 +27,21 @@ def matmul_params(model) -> int:
     return total
 
 
-def flops_per_token(model, seq_len: int) -> float:
-    """Training FLOPs per token: 6 N + 12 L H T."""
-    config = getattr(model, "config", None)
+def depth_and_width(config) -> tuple[int, int]:
+    """(L layers, H hidden size) of a transformers config (GPT-2 names them n_layer / n_embd); 0 when unknown."""
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0) or 0
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0) or 0
-    return 6.0 * matmul_params(model) + 12.0 * layers * hidden * seq_len
+    return layers, hidden
+
+
+def training_flops(matmul: int, layers: int, hidden: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6 N + 12 L H T."""
+    return 6.0 * matmul + 12.0 * layers * hidden * seq_len
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    """Training FLOPs per token of `model` at sequences of seq_len tokens."""
+    return training_flops(matmul_params(model), *depth_and_width(getattr(model, "config", None)), seq_len)
 
 
 def device_peak_tflops(configured: float | None) -> float | None:

@@ -103,18 +103,18 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     cfg = read_run_config(run)
     if cfg is not None and hasattr(cfg, "objective"):
         raise ModelError(f"'{run}' is a pretraining run ({cfg.objective}); predict and evaluate take a fine-tuned run")
+    if cfg is not None and cfg.task == "sft":  # a causal LM with its own tokenizer handling
+        from .generation import load_causal_lm
+
+        model, tokenizer = load_causal_lm(run)
+        return LoadedRun(model=model, tokenizer=tokenizer, problem_type="causal_lm", id2label={}, task=cfg.task,
+                         config=cfg, data=cfg.data)
     tokenizer = AutoTokenizer.from_pretrained(run)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if (run / "prompt.json").is_file():
         return load_prompt_run(run, tokenizer)
     task = cfg.task if cfg is not None else _plain_folder_task(run)
-    if task == "sft":
-        from .generation import load_causal_lm
-
-        model, tokenizer = load_causal_lm(run)
-        return LoadedRun(model=model, tokenizer=tokenizer, problem_type="causal_lm", id2label={}, task=task,
-                         config=cfg, data=cfg.data)
     if task == "token_classification":
         from transformers import AutoModelForTokenClassification as auto_cls
     else:

@@ -90,7 +90,7 @@ def model_shape(cfg, kind: str) -> tuple[Shape, object]:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
     from .errors import ModelError
-    from .flops import matmul_params
+    from .flops import depth_and_width, matmul_params
     from .models import PRESETS, _config_class, resolve_model_path
 
     m = cfg.model
@@ -118,8 +118,7 @@ def model_shape(cfg, kind: str) -> tuple[Shape, object]:
     with torch.device("meta"):
         model = auto.from_config(config)
     total = sum(p.numel() for p in model.parameters())
-    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
+    layers, hidden = depth_and_width(config)
     vocab = config.vocab_size if auto is not AutoModel else 0  # the logits' width
     embeddings = sum(e.weight.numel() for e in model.modules() if isinstance(e, torch.nn.Embedding))
     largest = (total - embeddings) // max(layers, 1)
@@ -178,9 +177,11 @@ def memory(shape: Shape, strategy: str, gpus: int, checkpointing: bool,
 
 def plan(shape: Shape, gpus: int, gpu_memory: float, peak_tflops: float | None, steps: int | None,
          global_batch: int, mfu: float) -> list[Row]:
+    from .flops import training_flops
+
     rows = []
     tokens = (steps or 0) * global_batch * shape.seq
-    per_token = 6.0 * shape.matmul + 12.0 * shape.layers * shape.hidden * shape.seq
+    per_token = training_flops(shape.matmul, shape.layers, shape.hidden, shape.seq)
     for strategy in STRATEGIES:
         if gpus == 1 and strategy != "DDP" and "offload" not in strategy:
             continue  # nothing to shard over

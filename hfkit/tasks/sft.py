@@ -10,12 +10,12 @@ without an assistant token and drops examples that truncation left without one s
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
+from ..pretrain import perplexity
 from . import Task
 
 
@@ -23,6 +23,7 @@ from . import Task
 class SftInfo:
     format: str = "messages"
     added_tokens: list[str] = field(default_factory=list)
+    conversations: dict[str, int] = field(default_factory=dict)  # split -> rows read
     dropped: dict[str, int] = field(default_factory=dict)  # split -> examples with no trained token
     truncated: dict[str, int] = field(default_factory=dict)
     trained_tokens: dict[str, int] = field(default_factory=dict)
@@ -37,8 +38,7 @@ class SupervisedFineTuning(Task):
     loss_only = True  # evaluation reports the loss (and perplexity) over trained tokens; no logits are gathered
 
     def __init__(self):
-        self.info: SftInfo | None = None  # what encoding found, for metrics.json
-        self.rows: dict[str, int] = {}
+        self.info: SftInfo | None = None  # what encoding found, for metrics.json (run_facts gets no info)
 
     def validate(self, cfg) -> list[str]:
         problems = []
@@ -73,28 +73,19 @@ class SupervisedFineTuning(Task):
     def load_data(self, cfg, tokenizer):
         from datasets import Dataset, DatasetDict
 
-        from ..chat import conversations, detect_format, set_up_template
-        from ..data import concatenate, load_table
+        from ..chat import set_up_template
 
         d, s = cfg.data, cfg.sft
         info = SftInfo(added_tokens=set_up_template(tokenizer, s.chat_template))
         # Conversations are cut at data.max_length here, not by the tokenizer: no "longer than" warning per row.
         tokenizer.model_max_length = max(tokenizer.model_max_length or 0, 10**9)
-        formats = {}
-
-        def load(spec, key, split):
-            ds = concatenate(load_table(spec, key=key, dataset_config=d.dataset_config, hub_split=split), key)
-            if len(ds) == 0:
-                raise DataError(f"{key}: no rows")
-            formats[key] = detect_format(ds.column_names, key, s.format)
-            return conversations(ds, formats[key], key, s.system_prompt)
 
         splits = {}
         if d.train is not None:
-            splits["train"] = load(d.train, "data.train", "train")
-            info.format = formats["data.train"]
+            splits["train"], info.format = read_conversations(d.train, "data.train", cfg, "train", d.dataset_config)
         if d.validation is not None:
-            splits["validation"] = load(d.validation, "data.validation", "validation")
+            splits["validation"], _ = read_conversations(d.validation, "data.validation", cfg, "validation",
+                                                         d.dataset_config)
         elif d.validation_split > 0 and "train" in splits:
             rows = list(splits["train"])
             random.Random(cfg.train.seed).shuffle(rows)
@@ -104,7 +95,7 @@ class SupervisedFineTuning(Task):
                                 f"data.validation_split={d.validation_split}; add rows or set data.validation")
             splits["validation"], splits["train"] = rows[:n], rows[n:]
         if d.test is not None:
-            splits["test"] = load(d.test, "data.test", "test")
+            splits["test"], _ = read_conversations(d.test, "data.test", cfg, "test", d.dataset_config)
         if "train" in splits and d.max_train_samples is not None and len(splits["train"]) > d.max_train_samples:
             rows = list(splits["train"])
             random.Random(cfg.train.seed).shuffle(rows)
@@ -136,7 +127,7 @@ class SupervisedFineTuning(Task):
         for name, ds in splits.items():
             rows = [encode(tokenizer, turns, cfg.data.max_length, cfg.sft.train_on_prompt) for turns in ds["messages"]]
             kept = [r for r in rows if r.trained]
-            self.info, self.rows[name] = info, len(rows)
+            self.info, info.conversations[name] = info, len(rows)
             info.dropped[name] = len(rows) - len(kept)
             info.truncated[name] = sum(r.truncated for r in rows)
             info.tokens[name] = sum(len(r.input_ids) for r in kept)
@@ -231,17 +222,17 @@ class SupervisedFineTuning(Task):
 
     def report(self, cfg, info, metrics: dict, split: str) -> dict:
         prefix = "eval" if split == "validation" else split
-        loss = metrics.get(f"{prefix}_loss")
         out = {"trained_tokens": info.trained_tokens.get(split), "dropped": info.dropped.get(split, 0)}
-        if loss is not None and math.isfinite(loss):
-            out["perplexity"] = math.exp(min(loss, 50.0))
+        ppl = perplexity(metrics.get(f"{prefix}_loss"))
+        if ppl is not None:
+            out["perplexity"] = ppl
         return out
 
     def run_facts(self, cfg) -> dict:
         facts = {"packing": cfg.sft.packing, "train_on_prompt": cfg.sft.train_on_prompt}
         info = self.info
         if info is not None and "train" in info.tokens:
-            facts.update(train_conversations=self.rows.get("train"), train_left_out=info.dropped.get("train", 0),
+            facts.update(train_conversations=info.conversations["train"], train_left_out=info.dropped.get("train", 0),
                          train_truncated=info.truncated.get("train", 0),
                          train_answer_tokens=info.trained_tokens["train"], train_conversation_tokens=info.tokens["train"])
         return facts
@@ -272,23 +263,32 @@ class SupervisedFineTuning(Task):
 
     def evaluate(self, run, data, batch_size: int) -> dict:
         """Loss over the answer tokens (as trained: sft.train_on_prompt of the run) and its perplexity."""
-        from ..chat import conversations, detect_format, encode
-        from ..data import concatenate, load_table
+        from ..chat import encode
 
         cfg = run.config
-        ds = concatenate(load_table(data, key="--data"), "--data")
-        if len(ds) == 0:
-            raise DataError("--data: no rows")
-        turns = conversations(ds, detect_format(ds.column_names, "--data", cfg.sft.format), "--data",
-                              cfg.sft.system_prompt)
+        turns, _ = read_conversations(data, "--data", cfg)
         rows = [encode(run.tokenizer, t, cfg.data.max_length, cfg.sft.train_on_prompt) for t in turns]
         kept = [r for r in rows if r.trained]
         if not kept:
             raise DataError(f"--data: no conversation keeps an answer token within data.max_length={cfg.data.max_length}")
         total, count = answer_loss(run.model, kept, batch_size, run.tokenizer.pad_token_id)
         loss = total / count
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "conversations": len(rows),
+        return {"loss": loss, "perplexity": perplexity(loss), "conversations": len(rows),
                 "left_out": len(rows) - len(kept), "trained_tokens": count}
+
+
+def read_conversations(spec, key: str, cfg, split: str = "train",
+                       dataset_config: str | None = None) -> tuple[list[list[dict]], str]:
+    """(checked turns of every row, the data format) from files, folders, globs, builtin:NAME or a hub id; errors
+    name `key` and the row."""
+    from ..chat import conversations, detect_format
+    from ..data import concatenate, load_table
+
+    ds = concatenate(load_table(spec, key=key, dataset_config=dataset_config, hub_split=split), key)
+    if len(ds) == 0:
+        raise DataError(f"{key}: no rows")
+    fmt = detect_format(ds.column_names, key, cfg.sft.format)
+    return conversations(ds, fmt, key, cfg.sft.system_prompt), fmt
 
 
 def answer_loss(model, rows, batch_size: int, pad_id: int) -> tuple[float, int]:
