@@ -48,7 +48,7 @@ LATEST := .venv-latest
 test-latest:
 	$(PYTHON) -m venv --clear $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet $(TORCH)
-	$(LATEST)/bin/python -m pip install --quiet -e ".[test,plots]"
+	$(LATEST)/bin/python -m pip install --quiet -e ".[test,plots,deepspeed]"
 	$(LATEST)/bin/python -m hfkit.versions > $(LATEST)/unbounded.txt
 	$(LATEST)/bin/python -m pip freeze | grep '^torch==' > $(LATEST)/keep-torch.txt
 	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -r $(LATEST)/unbounded.txt \
@@ -69,7 +69,7 @@ lock:
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet $(UV)
 	echo "$(LOCK_TORCH)" > $(TOOLS)/torch-override.txt
-	$(TOOLS)/bin/uv pip compile pyproject.toml --extra test --extra plots --constraint requirements/constraints.txt \
+	$(TOOLS)/bin/uv pip compile pyproject.toml --extra test --extra plots --extra deepspeed --constraint requirements/constraints.txt \
 	    --override $(TOOLS)/torch-override.txt $(LOCK_TORCH_SOURCE) --no-emit-package torch --upgrade \
 	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -o $(LOCK)
 

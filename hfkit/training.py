@@ -405,25 +405,45 @@ def start_run(cfg, model_path: str | None):
         check_local_model_dir(resolve_model_path(model_path))
     state = distributed_state()
     check_sharding_possible(state)
+    quiet_deepspeed()
     derive_accumulation(cfg.train, state.num_processes)
     return resume_from, state
 
 
 def check_sharding_possible(state) -> None:
-    """Refuse an FSDP launch that Accelerate would quietly run as DDP. accelerate 1.15 turns its FSDP plugin on
-    only for GPU-like devices (accelerate/state.py, where the distributed type becomes FSDP); CPU processes
-    (MULTI_CPU) keep plain DDP, so every rank would hold the whole model while the user believes it is sharded."""
+    """Refuse a sharded launch that Accelerate would quietly run as DDP, every rank holding the whole model while the
+    user believes it is sharded. accelerate 1.15 (accelerate/state.py) turns its FSDP plugin on only for GPU-like
+    devices, so CPU processes (MULTI_CPU) keep plain DDP; it takes DeepSpeed on CPU only when the launch did not
+    ask for CPU (ACCELERATE_USE_CPU, `--cpu`): then the gloo group `distributed_state` made carries DeepSpeed's CPU
+    accelerator, and ZeRO runs (tests/test_deepspeed.py)."""
     import os
 
-    from accelerate.utils import DistributedType
+    from accelerate.utils import DistributedType, parse_flag_from_env
 
     from .errors import ConfigError
 
-    if (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-            and state.distributed_type in (DistributedType.MULTI_CPU, DistributedType.NO) and state.num_processes > 1):
+    if state.distributed_type not in (DistributedType.MULTI_CPU, DistributedType.NO) or state.num_processes < 2:
+        return
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         raise ConfigError("FSDP was asked for (ACCELERATE_USE_FSDP, e.g. recipes/accelerate/fsdp.yaml), but these "
                           "are CPU processes, which Accelerate 1.15 runs as plain DDP without sharding; launch on "
                           "GPUs, or drop the FSDP config (torchrun --nproc_per_node N gives DDP)")
+    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED") and parse_flag_from_env("ACCELERATE_USE_CPU"):
+        raise ConfigError("DeepSpeed was asked for (ACCELERATE_USE_DEEPSPEED), but so were CPU processes "
+                          "(ACCELERATE_USE_CPU or --cpu), which Accelerate 1.15 runs as plain DDP without ZeRO; drop "
+                          "--cpu / unset ACCELERATE_USE_CPU: on a machine without GPUs DeepSpeed runs on the CPU by "
+                          "itself")
+
+
+def quiet_deepspeed() -> None:
+    """DeepSpeed 0.19.8 calls collectives that torch 2.13 deprecates, one FutureWarning per call and rank; nothing a
+    user can act on."""
+    import os
+    import warnings
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        warnings.filterwarnings("ignore", message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)`"
+                                r" is deprecated", category=FutureWarning)
 
 
 # --------------------------------------------------------------------------------------------- run statistics
