@@ -396,7 +396,8 @@ def plan(
     ZeRO-2, FSDP full shard, ZeRO-3, with and without CPU offload and activation checkpointing), the memory per GPU
     (weights, gradients, optimizer state, activations) and the hours for train.max_steps; then the cheapest one
     that fits and the exact `accelerate launch` command. The model is built on the meta device: no weights are
-    read (model.path may be a folder holding only config.json) and a 7B model plans in seconds.
+    read (model.path may be a folder holding only config.json) and a 7B model plans in seconds. Activations are
+    what the model's own forward saves for the backward pass, traced there at the recipe's sequence length.
 
       hfkit plan recipes/pretrain/llama-clm-small.yaml --gpus 8 --gpu h100-80gb
 

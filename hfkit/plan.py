@@ -9,12 +9,17 @@ Memory per GPU for mixed-precision AdamW, 16 bytes per trained parameter however
 
 DDP keeps all of it on every GPU; ZeRO-2 shards gradients and optimizer state over the data-parallel GPUs; ZeRO-3
 and FSDP full shard shard the weights too; CPU offload moves the optimizer state (ZeRO-3 / FSDP: the weights too)
-into host memory. Frozen weights (LoRA's base) take only their weight bytes. Activations per layer follow Korthikanti et al. 2022
-("Reducing activation recomputation in large transformer models", eq. 1) with the attention scores never stored
-(sdpa / FlashAttention): 34 s b h bytes in 16-bit; with activation checkpointing, each layer keeps only its 16-bit
-input (2 s b h) and one layer's full activations exist during its recomputation. The logits add s b V x 4 bytes
-(fp32) twice (the logits and their softmax gradient). 10% of each GPU is kept back for the CUDA context, the
-allocator's fragmentation and communication buffers.
+into host memory. Frozen weights (LoRA's base) take only their weight bytes.
+
+Activations are traced, not guessed: one sequence runs through the model's own forward on the meta device (bf16,
+with PEFT's adapters for LoRA), and what autograd saves for the backward pass is added up, per transformer block
+and outside them (`trace_saved`). That counts what a formula misses: unfused GELU, RMSNorm's fp32 upcast, the
+loss's fp32 logits and log-softmax, PEFT's fp32 copy of each adapter's input. Attention is counted as FlashAttention
+and the memory-efficient kernel store it (q, k, v, output, log-sum-exp: never the s x s scores), which is what
+sdpa picks on a GPU. With activation checkpointing each block keeps only its input, and one block's full set
+exists while it recomputes. The backward of the loss adds two fp32 logits-sized gradients. A bare `Shape` (the
+published comparisons) falls back to Korthikanti et al. 2022, eq. 1 without the scores: 34 s b h bytes per layer.
+10% of each GPU is kept back for the CUDA context, the allocator's fragmentation and communication buffers.
 
 Time = training FLOPs (flops.py: 6 N + 12 L H T per token, x 4/3 with checkpointing, which recomputes the forward)
 / (GPUs x peak bf16 FLOP/s x MFU). The default MFU, 0.40, is a round figure below the 46% PaLM reports for its
@@ -66,6 +71,17 @@ class Shape:
     seq: int  # tokens per sequence
     batch: int  # sequences per GPU per forward pass
     largest_layer: int  # parameters of one transformer block (what ZeRO-3 / FSDP gathers at a time)
+    saved: "Saved | None" = None  # activations traced through the model's own forward; None: the formula
+
+
+@dataclass
+class Saved:
+    """What autograd keeps for the backward pass, per sequence (bytes), traced by `trace_saved`."""
+
+    per_block: float  # in one transformer block
+    outside: float  # embeddings, final norm, LM head, loss
+    block_input: float  # one block's input: all that activation checkpointing keeps of a block
+    logits: float  # one fp32 copy of the logits (0 without an LM head); the backward adds two (`memory`)
 
 
 @dataclass
@@ -84,6 +100,7 @@ class Row:
 
 def model_shape(cfg, kind: str) -> tuple[Shape, object]:
     """(Shape, config) of the recipe's model, built on the meta device."""
+    import warnings
     from pathlib import Path
 
     import torch
@@ -115,8 +132,8 @@ def model_shape(cfg, kind: str) -> tuple[Shape, object]:
         auto = AutoModelForCausalLM if causal else AutoModelForMaskedLM
     else:
         auto = AutoModel  # a task head on the encoder: no vocabulary-sized logits
-    with torch.device("meta"):
-        model = auto.from_config(config)
+    with torch.device("meta"):  # bf16, as a GPU run holds its activations (DeepSpeed's bf16 module, or autocast)
+        model = auto.from_config(config, dtype=torch.bfloat16)
     total = sum(p.numel() for p in model.parameters())
     layers, hidden = depth_and_width(config)
     vocab = config.vocab_size if auto is not AutoModel else 0  # the logits' width
@@ -138,14 +155,105 @@ def model_shape(cfg, kind: str) -> tuple[Shape, object]:
         raise ConfigError(f"hfkit plan: plans methods full and lora; method {method} trains too little to matter "
                           "(plan it as lora for an upper bound)")
     seq = cfg.data.block_size if kind == "pretrain" else cfg.data.max_length
-    return Shape(total=total, trained=trained, matmul=matmul_params(model), layers=layers, hidden=hidden,
-                 vocab=vocab, seq=seq, batch=cfg.train.batch_size, largest_layer=largest), config
+    matmul = matmul_params(model)
+    if method == "lora":  # a frozen base saves less: trace the model PEFT builds
+        from peft import LoraConfig, get_peft_model
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft asks transformers a deprecated question
+            model = get_peft_model(model, LoraConfig(r=cfg.lora.r, target_modules="all-linear"))
+    saved = trace_saved(model, seq, labels=vocab > 0)
+    return Shape(total=total, trained=trained, matmul=matmul, layers=layers, hidden=hidden, vocab=vocab, seq=seq,
+                 batch=cfg.train.batch_size, largest_layer=largest, saved=saved), config
+
+
+class _FlashLike:
+    """Stands in for torch's scaled_dot_product_attention while tracing: saves what FlashAttention and the
+    memory-efficient kernel save (q, k, v, the output and the softmax's log-sum-exp), never the s x s scores that
+    the meta device's math path would."""
+
+    @staticmethod
+    def function():
+        import torch
+
+        class Flash(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, q, k, v):
+                out = q.new_empty(q.shape[:-1] + v.shape[-1:])
+                ctx.save_for_backward(q, k, v, out, q.new_empty(q.shape[:-1], dtype=torch.float32))
+                return out
+
+            @staticmethod
+            def backward(ctx, grad):  # pragma: no cover - tracing runs no backward
+                raise NotImplementedError
+
+        return lambda q, k, v, *args, **kwargs: Flash.apply(q, k, v)
+
+
+def transformer_blocks(model) -> list:
+    """The model's repeated blocks: the modules transformers keeps whole when sharding (`_no_split_modules`)."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def trace_saved(model, seq: int, labels: bool) -> Saved:
+    """Run one sequence of `seq` tokens through `model` (on the meta device: shapes only, no memory, well under a
+    second for 7B) and add up what autograd saves for the backward pass, in and outside the transformer blocks.
+    This counts the model's real implementation (unfused GELU, RMSNorm's fp32 upcast, the loss's fp32 logits, ...)
+    in the dtype it was built in, with attention as FlashAttention stores it (`_FlashLike`)."""
+    from unittest import mock
+
+    import torch
+
+    blocks = transformer_blocks(model)
+    if not blocks:
+        raise ConfigError(f"hfkit plan: cannot find the transformer blocks of {type(model).__name__} (no "
+                          "_no_split_modules)")
+    params = {id(p) for p in model.parameters()}
+    kept, seen, where = [], set(), [None]
+    totals = {"block": 0, "outside": 0}
+
+    def pack(t):
+        base = t._base if t._base is not None else t
+        if id(base) not in params and id(base) not in seen:
+            seen.add(id(base))
+            kept.append(base)  # keeps ids unique while tracing
+            totals["outside" if where[0] is None else "block"] += base.untyped_storage().nbytes()
+        return t
+
+    def enter(module, args, kwargs=None):
+        where[0] = module
+
+    def leave(module, args, output):
+        where[0] = None
+
+    handles = [h for b in blocks for h in (b.register_forward_pre_hook(enter), b.register_forward_hook(leave))]
+    device = next(model.parameters()).device
+    ids = torch.zeros(1, seq, dtype=torch.long, device=device)
+    try:
+        # one unpadded sequence: skip what looks at values (padding, packed sequences), which meta tensors have not
+        with mock.patch("torch.nn.functional.scaled_dot_product_attention", _FlashLike.function()), \
+                mock.patch("transformers.PreTrainedModel.warn_if_padding_and_no_attention_mask"), \
+                mock.patch("transformers.masking_utils.find_packed_sequence_indices", return_value=None), \
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(input_ids=ids, **({"labels": ids} if labels else {}))
+    finally:
+        for h in handles:
+            h.remove()
+    from .flops import depth_and_width
+
+    dtype = next(model.parameters()).dtype
+    hidden = depth_and_width(model.config)[1]
+    vocab = model.config.vocab_size if labels else 0
+    return Saved(per_block=totals["block"] / len(blocks), outside=totals["outside"],
+                 block_input=seq * hidden * torch.empty((), dtype=dtype).element_size(), logits=4.0 * seq * vocab)
 
 
 def memory(shape: Shape, strategy: str, gpus: int, checkpointing: bool,
            activation_bytes: int = 2) -> tuple[float, float, float, float, float]:
-    """(weights, grads, optimizer, activations, host) in GB per GPU. activation_bytes: 2 for bf16/fp16 autocast,
-    4 for an fp32 run (a CPU)."""
+    """(weights, grads, optimizer, activations, host) in GB per GPU. Activations: traced through the model
+    (`shape.saved`), or, for a bare Shape, Korthikanti et al.'s formula; activation_bytes (2 for bf16/fp16, 4 for
+    fp32) applies to the formula only: a traced model already has its dtype."""
     _, (bw, bg, bo), (shard_w, shard_g, shard_o), (off_w, off_o) = STRATEGIES[strategy]
     n = max(gpus, 1)
     weights = float(bw * shape.total)
@@ -166,12 +274,18 @@ def memory(shape: Shape, strategy: str, gpus: int, checkpointing: bool,
         host += weights - gathered
         weights = gathered
     s, b, h, L = shape.seq, shape.batch, shape.hidden, shape.layers
-    per_value = activation_bytes / 2  # the 34 s b h of the 16-bit formula, in this precision
-    if checkpointing:
-        activations = per_value * (2.0 * s * b * h * L + 34.0 * s * b * h)
+    if shape.saved is not None:  # each block's input with checkpointing, and one block's full set while it recomputes
+        a = shape.saved
+        kept = L * a.block_input + a.per_block if checkpointing else L * a.per_block
+        # the backward of the loss's log-softmax holds its incoming and its outgoing gradient, each logits-sized
+        activations = b * (kept + a.outside + 2 * a.logits)
     else:
-        activations = per_value * 34.0 * s * b * h * L
-    activations += 2 * 4.0 * s * b * shape.vocab
+        per_value = activation_bytes / 2  # the 34 s b h of the 16-bit formula, in this precision
+        if checkpointing:
+            activations = per_value * (2.0 * s * b * h * L + 34.0 * s * b * h)
+        else:
+            activations = per_value * 34.0 * s * b * h * L
+        activations += 2 * 4.0 * s * b * shape.vocab
     return weights / GB, grads / GB, optimizer / GB, activations / GB, host / GB
 
 
@@ -292,5 +406,9 @@ def run(kind: str, cfg, *, gpus: int, nodes: int = 1, gpus_per_node: int = 8, gp
               + f", {best.total:.1f} GB per GPU" + (f", about {best.hours:.3g} h" if best.hours is not None else ""),
               " \\\n    ".join(launch)]
     if best.strategy.startswith("ZeRO"):
-        lines.append("(DeepSpeed strategies need: pip install -e \".[deepspeed]\")")
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            lines.append("DeepSpeed is not installed in this environment: pip install -e \".[deepspeed]\" (hfkit's "
+                         "lock has it: make setup)")
     return "\n".join(lines)
