@@ -18,8 +18,8 @@ from .flops import mfu_metrics
 from .methods import METHODS
 from .models import count_parameters, resolve_model_path
 from .tasks import Task, get_task
-from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, log, padding_fraction, ranks_in_sync,
-                       run_stats, start_run, steps_this_session, training_arguments)
+from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, fsdp_units, log, padding_fraction,
+                       ranks_in_sync, run_stats, start_run, steps_this_session, training_arguments)
 
 
 def load_tokenizer_for(cfg: FinetuneConfig):
@@ -56,6 +56,7 @@ def build_trainer(cfg: FinetuneConfig, task: Task, info, model, tokenizer, encod
     args = training_arguments(t, cfg.output_dir, has_eval=has_eval, save_with_eval=True, remove_unused_columns=False,
                               args_class=args_class, **extra, **task_extra)
     callbacks = [EarlyStoppingCallback(t.early_stopping_patience)] if has_eval and t.early_stopping_patience else []
+    fsdp_units(model)
     return trainer_cls(model=model, args=args, train_dataset=encoded.get("train"),
                        compute_loss_func=task.loss_function(cfg, info),
                        eval_dataset=encoded.get("validation"), data_collator=collator, processing_class=tokenizer,

@@ -19,7 +19,7 @@ from .errors import ModelError
 from .flops import mfu_metrics
 from .models import PRESETS, count_parameters, resolve_model_path
 from .objectives import get_objective
-from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, log, ranks_in_sync, run_stats,
+from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, fsdp_units, log, ranks_in_sync, run_stats,
                        shared_folder, start_run, steps_this_session, train_safely, training_arguments)
 
 
@@ -90,6 +90,7 @@ def build_trainer(cfg: PretrainConfig, model, tokenizer, lm, collator, output_di
     # A stream starts where the checkpoint left it (streaming.py), so the Trainer must not fast-forward it.
     args = training_arguments(cfg.train, output_dir, has_eval=has_eval, remove_unused_columns=False,
                               prediction_loss_only=True, ignore_data_skip=cfg.data.streaming)
+    fsdp_units(model)
     kwargs = dict(model=model, args=args, train_dataset=lm["train"], eval_dataset=lm.get("validation"),
                   data_collator=collator, processing_class=tokenizer)
     if cfg.data.streaming:

@@ -224,15 +224,34 @@ def save_final(save: "callable", output_dir: str | Path) -> None:
     tmp.rmdir()
 
 
+def weights_sharded(trainer) -> bool:
+    """Each rank holds only a shard of the weights (FSDP, DeepSpeed ZeRO-3)."""
+    return bool(getattr(trainer, "is_fsdp_enabled", False)) or (
+        bool(getattr(trainer, "is_deepspeed_enabled", False))
+        and trainer.deepspeed.config.get("zero_optimization", {}).get("stage") == 3)
+
+
+def retie(model, state_dict: dict | None) -> dict | None:
+    """Gathering copies each weight, so tied ones (an LM head sharing the embedding) stop sharing storage and
+    save_pretrained would write both. Point every tied name at the first one's tensor again."""
+    if not state_dict:
+        return state_dict
+    first: dict[int, str] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        owner = first.setdefault(id(tensor), name)
+        if owner != name and owner in state_dict and name in state_dict:
+            state_dict[name] = state_dict[owner]
+    return state_dict
+
+
 def final_weights(trainer):
     """(model, state_dict) for saving the trained model: the model without its DDP/FSDP/DeepSpeed wrapper and, when
     its weights are sharded across ranks (FSDP, DeepSpeed ZeRO-3), the full state dict gathered on the main process
     (None otherwise: the model holds all its weights). Every rank must call it: the gathering is a collective."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     if getattr(trainer, "is_fsdp_enabled", False):  # Accelerate gathers a FULL_STATE_DICT whatever the config says
-        return model, trainer.accelerator.get_state_dict(trainer.model)
-    if getattr(trainer, "is_deepspeed_enabled", False) and \
-            trainer.deepspeed.config.get("zero_optimization", {}).get("stage") == 3:
+        return model, retie(model, trainer.accelerator.get_state_dict(trainer.model))
+    if weights_sharded(trainer):  # DeepSpeed ZeRO-3
         # As Trainer.save_model does: the engine gathers (needs zero3_save_16bit_model: true, as our configs set);
         # a PEFT model needs only its trainable weights.
         if hasattr(model, "peft_config"):
@@ -378,10 +397,11 @@ def parameter_digest(model) -> str:
 
 
 def ranks_in_sync(trainer) -> bool | None:
-    """Whether every rank ends with bit-identical parameters (None in a single process)."""
+    """Whether every rank ends with bit-identical parameters (None in a single process, and where each rank holds
+    only its shard: FSDP, ZeRO-3)."""
     from accelerate.utils import gather_object
 
-    if trainer.args.world_size <= 1:
+    if trainer.args.world_size <= 1 or weights_sharded(trainer):
         return None
     digests = gather_object([parameter_digest(trainer.accelerator.unwrap_model(trainer.model))])
     return len(set(digests)) == 1
@@ -411,11 +431,15 @@ def start_run(cfg, model_path: str | None):
 
 
 def check_sharding_possible(state) -> None:
-    """Refuse a sharded launch that Accelerate would quietly run as DDP, every rank holding the whole model while the
-    user believes it is sharded. accelerate 1.15 (accelerate/state.py) turns its FSDP plugin on only for GPU-like
-    devices, so CPU processes (MULTI_CPU) keep plain DDP; it takes DeepSpeed on CPU only when the launch did not
-    ask for CPU (ACCELERATE_USE_CPU, `--cpu`): then the gloo group `distributed_state` made carries DeepSpeed's CPU
-    accelerator, and ZeRO runs (tests/test_deepspeed.py)."""
+    """Make a sharded launch on CPU processes shard, or refuse it, rather than let Accelerate run it as DDP with every
+    rank holding the whole model while the user believes it is sharded.
+
+    FSDP: accelerate 1.15 (accelerate/state.py, AcceleratorState) turns its FSDP plugin on only for GPU-like device
+    types, and CPU processes (MULTI_CPU) keep plain DDP. That is a gate, not a limit: FSDP2 (`fully_shard`) runs over
+    gloo on CPU. `shard_cpu_processes_with_fsdp2` lets the plugin through. FSDP1 cannot run there: torch's
+    `_init_utils._get_device_from_device_id` rejects the `device_id` Accelerate passes ("cpu vs cpu:0"), so it is
+    refused. DeepSpeed: Accelerate takes it on CPU only when the launch did not ask for CPU (ACCELERATE_USE_CPU,
+    `--cpu`); then the gloo group `distributed_state` made carries DeepSpeed's CPU accelerator, and ZeRO runs."""
     import os
 
     from accelerate.utils import DistributedType, parse_flag_from_env
@@ -424,15 +448,66 @@ def check_sharding_possible(state) -> None:
 
     if state.distributed_type not in (DistributedType.MULTI_CPU, DistributedType.NO) or state.num_processes < 2:
         return
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
-        raise ConfigError("FSDP was asked for (ACCELERATE_USE_FSDP, e.g. recipes/accelerate/fsdp.yaml), but these "
-                          "are CPU processes, which Accelerate 1.15 runs as plain DDP without sharding; launch on "
-                          "GPUs, or drop the FSDP config (torchrun --nproc_per_node N gives DDP)")
+    if parse_flag_from_env("ACCELERATE_USE_FSDP"):
+        if os.environ.get("FSDP_VERSION", "1") != "2":
+            raise ConfigError("FSDP version 1 cannot shard CPU processes (torch's FSDP1 rejects the CPU device_id "
+                              "Accelerate gives it); use fsdp_version: 2, as recipes/accelerate/fsdp.yaml does")
+        shard_cpu_processes_with_fsdp2()
+        # With RAM-efficient loading the other ranks load checkpoints onto the meta device, whose tensors all have
+        # data_ptr 0, and Accelerate maps the optimizer's parameters to the sharded ones by data_ptr
+        # (accelerator._prepare_fsdp2): several map to one, and saving the optimizer fails (KeyError in torch's
+        # get_optimizer_state_dict). Every rank loads the weights instead; CPU memory is what these runs have.
+        os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
     if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED") and parse_flag_from_env("ACCELERATE_USE_CPU"):
         raise ConfigError("DeepSpeed was asked for (ACCELERATE_USE_DEEPSPEED), but so were CPU processes "
                           "(ACCELERATE_USE_CPU or --cpu), which Accelerate 1.15 runs as plain DDP without ZeRO; drop "
                           "--cpu / unset ACCELERATE_USE_CPU: on a machine without GPUs DeepSpeed runs on the CPU by "
                           "itself")
+
+
+def shard_cpu_processes_with_fsdp2() -> None:
+    """Let Accelerate's FSDP2 plugin through on CPU processes: after AcceleratorState has set itself up as MULTI_CPU
+    (dropping the plugin), switch it to FSDP with the plugin it was given. Everything after that is Accelerate's own
+    FSDP2 path (`fully_shard` per transformer block, DTensor parameters, gathered or sharded state dicts), run over
+    gloo. Idempotent; affects only this process."""
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    init = AcceleratorState.__init__
+    if getattr(init, "_hfkit_fsdp_on_cpu", False):
+        return
+
+    def __init__(self, *args, fsdp_plugin=None, **kwargs):
+        init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+            PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+    __init__._hfkit_fsdp_on_cpu = True
+    AcceleratorState.__init__ = __init__
+
+
+def fsdp_units(model) -> None:
+    """Under FSDP, name the classes to shard as units (FSDP_TRANSFORMER_CLS_TO_WRAP) when the model's own list would
+    break: accelerate 1.15's FSDP2 (utils/fsdp_utils.py, fsdp2_prepare_model) shards every class in
+    `_no_split_modules`, then the input embedding as a unit of its own unless it is tied to the LM head. BERT lists
+    BertEmbeddings, which holds that embedding, so an untied BERT (a classifier) has it sharded twice and
+    `fully_shard` fails ("Invariant encountered: value was None"). The list minus such classes avoids it. A value
+    the user set is kept. Call before the Trainer exists (its Accelerator reads the variable)."""
+    import os
+
+    from accelerate.utils import parse_flag_from_env
+
+    if not parse_flag_from_env("ACCELERATE_USE_FSDP") or os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP"):
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    listed = set(getattr(base, "_no_split_modules", None) or [])
+    embedding = base.get_input_embeddings()
+    holders = {type(m).__name__ for m in base.modules()
+               if type(m).__name__ in listed and any(sub is embedding for sub in m.modules())}
+    if holders and listed - holders:
+        os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = ",".join(sorted(listed - holders))
 
 
 def quiet_deepspeed() -> None:

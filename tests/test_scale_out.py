@@ -29,7 +29,7 @@ def test_accelerate_configs_say_what_they_claim():
     assert ddp.distributed_type == "MULTI_GPU" and ddp.num_machines == 1 and ddp.num_processes > 1
     fsdp = load("fsdp.yaml")
     assert fsdp.distributed_type == "FSDP"
-    assert fsdp.fsdp_config["fsdp_sharding_strategy"] == "FULL_SHARD"
+    assert fsdp.fsdp_config["fsdp_version"] == 2 and fsdp.fsdp_config["fsdp_reshard_after_forward"] is True
     assert fsdp.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
     for name, stage, offload in [("deepspeed-zero2.yaml", 2, "none"), ("deepspeed-zero2-offload.yaml", 2, "cpu"),
                                  ("deepspeed-zero3.yaml", 3, "none"), ("deepspeed-zero3-offload.yaml", 3, "cpu")]:
@@ -68,18 +68,18 @@ def test_global_batch_size_recorded_in_the_run(tmp_path, corpus_file):
 
 
 @pytest.mark.distributed
-def test_fsdp_on_cpu_processes_is_refused_not_silently_ddp(tmp_path, corpus_file):
-    """accelerate 1.15 drops its FSDP plugin for CPU processes; hfkit says so before anything is written."""
+def test_fsdp1_on_cpu_processes_is_refused_not_silently_ddp(tmp_path, corpus_file):
+    """FSDP1 cannot shard CPU processes (FSDP2 does: test_sharded.py); hfkit says so before anything is written."""
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}
     out = tmp_path / "fsdp-cpu"
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "hfkit",
                              "pretrain", "gpt2-clm-tiny", f"data.train={corpus_file}", f"output_dir={out}",
                              "tokenizer.vocab_size=200", "train.max_steps=2", "train.report_to=[]"],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode != 0
-    assert "but these are CPU processes, which Accelerate 1.15 runs as plain DDP" in result.stderr + result.stdout
+    assert "FSDP version 1 cannot shard CPU processes" in result.stderr + result.stdout
     assert not out.exists()
