@@ -605,7 +605,24 @@ def env(strict: bool = typer.Option(False, "--strict", help="Exit 1 when a packa
 
 
 def main() -> None:
-    app()
+    """The `hfkit` command. In a launched process (torchrun / accelerate launch: WORLD_SIZE > 1) the interpreter's
+    Python exit work (atexit handlers: loggers, trackers) runs as usual, and then the process leaves without the
+    native teardown after it: there gloo's threads sometimes abort a rank that has finished ("terminate called
+    without an active exception", exit -6), which makes the launcher report a finished run as failed. Seen on a
+    2-process LoRA run in fresh-clone CI twice, once after the process group was already destroyed."""
+    try:
+        app()
+    except SystemExit as done:
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            raise
+        import atexit
+        import sys
+
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -136,9 +136,9 @@ def test_sharded_lora_finetune_matches_one_process_and_loads_in_peft(config, tmp
     assert any("lora_A" in n for n, _ in model.named_parameters())
 
 
-@pytest.mark.parametrize("config", ["deepspeed-zero3", "fsdp"])
+@pytest.mark.parametrize("config", SHARDED)
 def test_sharded_killed_run_resumes_to_the_uninterrupted_weights(config, tmp_path, corpus_file, clm_run):
-    steps = ["train.max_steps=120", "train.save_steps=40"]
+    steps = ["train.max_steps=60", "train.save_steps=20"]
     straight = tmp_path / "straight"
     run(launch(config, *clm_args(corpus_file, clm_run.output_dir, straight, 4, *steps)))
 
@@ -147,13 +147,13 @@ def test_sharded_killed_run_resumes_to_the_uninterrupted_weights(config, tmp_pat
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     try:
-        while not (killed / "checkpoint-40" / "trainer_state.json").exists():
+        while not (killed / "checkpoint-20" / "trainer_state.json").exists():
             assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
             time.sleep(0.02)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, as a lost node would
         proc.wait()
-    assert not (killed / "model.safetensors").exists() and not (killed / "checkpoint-120").exists()
+    assert not (killed / "model.safetensors").exists() and not (killed / "checkpoint-60").exists()
     resumed = run(launch(config, *clm_args(corpus_file, clm_run.output_dir, killed, 4, *steps, "train.resume=auto")))
     assert "resuming from" in resumed.stderr
     a, b = weights(straight), weights(killed)
