@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .console import log
 from .errors import ConfigError
 
 # name -> (memory GB, dense bf16 TFLOP/s from the vendor's data sheet, no sparsity)
@@ -162,32 +163,34 @@ def model_shape(cfg, kind: str) -> tuple[Shape, object]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # peft asks transformers a deprecated question
             model = get_peft_model(model, LoraConfig(r=cfg.lora.r, target_modules="all-linear"))
-    saved = trace_saved(model, seq, labels=vocab > 0)
+    try:
+        saved = trace_saved(model, seq, labels=vocab > 0)
+    except Exception as e:  # an architecture the meta device cannot run: the formula, and the plan says so
+        saved = None
+        log(f"plan: activations from Korthikanti et al.'s formula; tracing {type(model).__name__} failed "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
     return Shape(total=total, trained=trained, matmul=matmul, layers=layers, hidden=hidden, vocab=vocab, seq=seq,
                  batch=cfg.train.batch_size, largest_layer=largest, saved=saved), config
 
 
-class _FlashLike:
-    """Stands in for torch's scaled_dot_product_attention while tracing: saves what FlashAttention and the
+def _flash_like_sdpa():
+    """A stand-in for torch's scaled_dot_product_attention while tracing: it saves what FlashAttention and the
     memory-efficient kernel save (q, k, v, the output and the softmax's log-sum-exp), never the s x s scores that
     the meta device's math path would."""
+    import torch
 
-    @staticmethod
-    def function():
-        import torch
+    class Flash(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v):
+            out = q.new_empty(q.shape[:-1] + v.shape[-1:])
+            ctx.save_for_backward(q, k, v, out, q.new_empty(q.shape[:-1], dtype=torch.float32))
+            return out
 
-        class Flash(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, q, k, v):
-                out = q.new_empty(q.shape[:-1] + v.shape[-1:])
-                ctx.save_for_backward(q, k, v, out, q.new_empty(q.shape[:-1], dtype=torch.float32))
-                return out
+        @staticmethod
+        def backward(ctx, grad):  # pragma: no cover - tracing runs no backward
+            raise NotImplementedError
 
-            @staticmethod
-            def backward(ctx, grad):  # pragma: no cover - tracing runs no backward
-                raise NotImplementedError
-
-        return lambda q, k, v, *args, **kwargs: Flash.apply(q, k, v)
+    return lambda q, k, v, *args, **kwargs: Flash.apply(q, k, v)
 
 
 def transformer_blocks(model) -> list:
@@ -200,15 +203,15 @@ def trace_saved(model, seq: int, labels: bool) -> Saved:
     """Run one sequence of `seq` tokens through `model` (on the meta device: shapes only, no memory, well under a
     second for 7B) and add up what autograd saves for the backward pass, in and outside the transformer blocks.
     This counts the model's real implementation (unfused GELU, RMSNorm's fp32 upcast, the loss's fp32 logits, ...)
-    in the dtype it was built in, with attention as FlashAttention stores it (`_FlashLike`)."""
+    in the dtype it was built in, with attention as FlashAttention stores it (`_flash_like_sdpa`). Raises
+    ValueError for a model without `_no_split_modules` (no blocks to count)."""
     from unittest import mock
 
     import torch
 
     blocks = transformer_blocks(model)
     if not blocks:
-        raise ConfigError(f"hfkit plan: cannot find the transformer blocks of {type(model).__name__} (no "
-                          "_no_split_modules)")
+        raise ValueError(f"{type(model).__name__} names no transformer blocks (_no_split_modules)")
     params = {id(p) for p in model.parameters()}
     kept, seen, where = [], set(), [None]
     totals = {"block": 0, "outside": 0}
@@ -232,7 +235,7 @@ def trace_saved(model, seq: int, labels: bool) -> Saved:
     ids = torch.zeros(1, seq, dtype=torch.long, device=device)
     try:
         # one unpadded sequence: skip what looks at values (padding, packed sequences), which meta tensors have not
-        with mock.patch("torch.nn.functional.scaled_dot_product_attention", _FlashLike.function()), \
+        with mock.patch("torch.nn.functional.scaled_dot_product_attention", _flash_like_sdpa()), \
                 mock.patch("transformers.PreTrainedModel.warn_if_padding_and_no_attention_mask"), \
                 mock.patch("transformers.masking_utils.find_packed_sequence_indices", return_value=None), \
                 torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

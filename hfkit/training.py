@@ -370,9 +370,13 @@ def distributed_state():
     Created before TrainingArguments so that data preparation can run on the main process first; on a machine
     without CUDA it uses the gloo backend, as TrainingArguments(use_cpu=True) does.
     """
+    import os
+
     import torch
     from accelerate import PartialState
 
+    if not torch.cuda.is_available():  # what DeepSpeed (which Accelerate imports) picks anyway, without its warning
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     return PartialState(cpu=not torch.cuda.is_available())
 
 

@@ -133,3 +133,17 @@ def test_impossible_requests_are_one_line(args, expected):
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and expected in errors[0], result.output
     assert "Traceback" not in result.output
+
+
+def test_a_model_without_blocks_is_not_traced():
+    """No `_no_split_modules`: trace_saved says so, and model_shape falls back to the formula (with a log line)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hfkit.plan import trace_saved
+
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100))
+    model._no_split_modules = None
+    with pytest.raises(ValueError, match="names no transformer blocks"):
+        trace_saved(model, 16, labels=True)
