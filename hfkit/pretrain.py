@@ -19,8 +19,8 @@ from .errors import ModelError
 from .flops import mfu_metrics
 from .models import PRESETS, count_parameters, resolve_model_path
 from .objectives import get_objective
-from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, fsdp_units, log, ranks_in_sync, run_stats,
-                       shared_folder, start_run, steps_this_session, train_safely, training_arguments)
+from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, fsdp_units, log, ranks_in_sync,
+                       run_stats, shared_folder, start_run, steps_this_session, train_safely, training_arguments)
 
 
 # --------------------------------------------------------------------------------------------- steps

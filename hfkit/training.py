@@ -517,10 +517,11 @@ def fsdp_units(model) -> None:
 def quiet_deepspeed() -> None:
     """DeepSpeed 0.19.8 calls collectives that torch 2.13 deprecates, one FutureWarning per call and rank; nothing a
     user can act on."""
-    import os
     import warnings
 
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+    from accelerate.utils import parse_flag_from_env
+
+    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
         warnings.filterwarnings("ignore", message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)`"
                                 r" is deprecated", category=FutureWarning)
 
