@@ -524,10 +524,11 @@ def recipes(
     if presets:
         from .models import PRESETS
 
+        width = max(map(len, PRESETS))
         for preset, spec in PRESETS.items():
             size = ", ".join(f"{k}={v}" for k, v in spec["config"].items())
             like = f"  (shape of {spec['like']})" if spec.get("like") else ""
-            typer.echo(f"{preset:14s} {spec['kind']}  {size}{like}")
+            typer.echo(f"{preset:{width}s} {spec['kind']}  {size}{like}")
         return
     if name:
         path = find_recipe(name)

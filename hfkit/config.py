@@ -247,7 +247,7 @@ class PretrainConfig:
                 if objective is not None and objective.kind != kind:
                     needs, has = ("a masked-LM model", "causal") if objective.kind == "mlm" else \
                         ("a causal-LM model", "an encoder")
-                    presets = "a bert-*/roberta-*" if objective.kind == "mlm" else "a gpt2-*/llama-*"
+                    presets = "a bert-*/roberta-*/modernbert-*" if objective.kind == "mlm" else "a gpt2-*/llama-*"
                     other = "clm" if objective.kind == "mlm" else "mlm"
                     problems.append(f"objective: '{self.objective}' needs {needs} but preset '{m.preset}' is {has}; "
                                     f"use objective: {other}, or {presets} preset")

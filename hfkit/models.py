@@ -27,6 +27,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                          config=dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512)),
     "roberta-base": dict(kind="mlm", family="roberta", tokenizer="bpe", max_positions=512, like="FacebookAI/roberta-base",
                          config=dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072)),
+    # ModernBERT's block (Warner et al. 2024): pre-LayerNorm, rotary positions, GeGLU, no biases; masked-LM logits
+    # only at the masked positions (`sparse_prediction`, the model's own option). At bert-tiny's size it leaves the
+    # unigram plateau that bert-tiny sits on for 30M tokens (benchmarks/pretrain_payoff.py).
+    "modernbert-tiny": dict(kind="mlm", family="modernbert", tokenizer="wordpiece", max_positions=512, like=None,
+                            config=dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2,
+                                        intermediate_size=384, layer_types=["full_attention"] * 2,
+                                        classifier_pooling="mean")),
     "gpt2-tiny": dict(kind="clm", family="gpt2", tokenizer="bpe", max_positions=1024, like=None,
                       config=dict(n_layer=2, n_embd=128, n_head=2)),
     "gpt2-small": dict(kind="clm", family="gpt2", tokenizer="bpe", max_positions=1024, like="openai-community/gpt2",
@@ -125,9 +132,10 @@ def preset_names() -> list[str]:
 
 
 def _config_class(family: str):
-    from transformers import BertConfig, GPT2Config, LlamaConfig, RobertaConfig
+    from transformers import BertConfig, GPT2Config, LlamaConfig, ModernBertConfig, RobertaConfig
 
-    return {"bert": BertConfig, "roberta": RobertaConfig, "gpt2": GPT2Config, "llama": LlamaConfig}[family]
+    return {"bert": BertConfig, "roberta": RobertaConfig, "modernbert": ModernBertConfig, "gpt2": GPT2Config,
+            "llama": LlamaConfig}[family]
 
 
 def check_overrides(config_cls, overrides: dict | None) -> None:
@@ -157,6 +165,11 @@ def preset_config(name: str, tokenizer, overrides: dict | None = None, attn_impl
         values["max_position_embeddings"] = spec["max_positions"] + 2
         values["type_vocab_size"] = 1
         values["bos_token_id"], values["eos_token_id"] = tokenizer.cls_token_id, tokenizer.sep_token_id
+    elif family == "modernbert":
+        values["max_position_embeddings"] = spec["max_positions"]
+        values["cls_token_id"] = values["bos_token_id"] = tokenizer.cls_token_id
+        values["sep_token_id"] = values["eos_token_id"] = tokenizer.sep_token_id
+        values["sparse_prediction"] = True
     else:
         values["max_position_embeddings"] = spec["max_positions"]
     config_cls = _config_class(family)

@@ -115,6 +115,9 @@ def model_shape(cfg, kind: str) -> tuple[Shape, object]:
     if kind == "pretrain" and m.preset:
         spec = PRESETS[m.preset]
         values = {**spec["config"], "vocab_size": cfg.tokenizer.vocab_size, **(m.overrides or {})}
+        if spec["family"] == "modernbert":  # its config defaults these to ids of its own 50k vocabulary
+            values = {"pad_token_id": 0, "cls_token_id": 1, "bos_token_id": 1, "sep_token_id": 2, "eos_token_id": 2,
+                      **values}
         config = _config_class(spec["family"])(**values)
     else:
         path = resolve_model_path(m.path)

@@ -118,6 +118,7 @@ CASES = {
     "layer-wise decay out of range": (lambda i: fine(i) + ["train.layer_lr_decay=1.5"], "train.layer_lr_decay: 1.5 must be in (0, 1]"),
     "unfreezing schedule for an adapter": (lambda i: fine(i) + ["method=lora", "frozen.unfreeze_schedule=gradual"], "frozen.unfreeze_schedule: unfreezes layers of method full or frozen, not lora"),
     "ELECTRA generator wider than the discriminator": (lambda i: pre(i["dir"]) + ["objective=electra", "electra.generator_size=1.5"], "electra.generator_size: 1.5 makes the generator wider than the discriminator"),
+    "ELECTRA on a ModernBERT preset": (lambda i: pre(i["dir"]) + ["objective=electra", "model.preset=modernbert-tiny"], "model.preset: objective electra builds ELECTRA's own BERT-block generator"),
     "unknown objective": (lambda i: pre(i["dir"]) + ["objective=electro"], "objective: 'electro' is not one of mlm, clm, electra, nsp, sop, contrastive (did you mean 'electra'?)"),
     "corpus overlapping data.exclude": (lambda i: pre(i["dir"]) + [f"data.exclude={i['dir'] / 'good.txt'}"], "data.train: 50 document(s) also appear in data.exclude"),
     "NSP on one-sentence documents": (lambda i: pre(i["dir"]) + ["objective=nsp", f"data.train={i['dir'] / 'short.txt'}"], "objective nsp needs documents of 2 or more sentences, and none of the"),
@@ -151,4 +152,4 @@ def test_bad_input_one_line_exit_2_outputs_untouched(name, inputs, tmp_path):
 
 
 def test_case_count():
-    assert len(CASES) == 52
+    assert len(CASES) == 53

@@ -133,3 +133,42 @@ def test_whole_word_masking_run(tmp_path, corpus_file):
     result = hfkit.pretrain(tiny_overrides("mlm", corpus_file, tmp_path / "wwm", **{"mlm.whole_word": True,
                                                                                     "train.max_steps": 30}))
     assert result.metrics["eval_loss"] < result.metrics["eval_loss_before"] - 1.0
+
+
+MODERNBERT_CHECK = """
+import sys
+from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoModelForTokenClassification
+from transformers import AutoTokenizer, pipeline
+path = sys.argv[1]
+model = AutoModelForMaskedLM.from_pretrained(path); tok = AutoTokenizer.from_pretrained(path)
+out = pipeline("fill-mask", model=model, tokenizer=tok)(f"the clever doctor {tok.mask_token} the horse .")
+names = [type(model).__name__] + [type(cls.from_pretrained(path, num_labels=2)).__name__
+                                  for cls in (AutoModelForSequenceClassification, AutoModelForTokenClassification)]
+assert "hfkit" not in sys.modules
+print(" ".join(names), model.config.sparse_prediction, model.config.classifier_pooling)
+print(" ".join(o["token_str"] for o in out))
+"""
+
+
+def test_modernbert_preset_learns_loads_and_fine_tunes(tmp_path, corpus_file):
+    """The pre-LN, rotary-position preset: masked-LM loss falls with logits only at masked positions (the model's
+    own sparse_prediction), the run loads in plain transformers (fill-mask scores every position when no labels are
+    given), and a classifier fine-tuned on it learns."""
+    import pandas as pd
+
+    result = hfkit.pretrain(tiny_overrides("mlm", corpus_file, tmp_path / "mb", **{"model.preset": "modernbert-tiny"}))
+    m = result.metrics
+    assert m["eval_loss_before"] - m["eval_loss"] > 1.5, m
+    done = subprocess.run([sys.executable, "-c", MODERNBERT_CHECK, str(result.output_dir)], capture_output=True,
+                          text=True, cwd="/")
+    assert done.returncode == 0, done.stderr[-2000:]
+    classes, words = done.stdout.strip().splitlines()[-2:]
+    assert classes.split() == ["ModernBertForMaskedLM", "ModernBertForSequenceClassification",
+                               "ModernBertForTokenClassification", "True", "mean"], classes
+    assert len(words.split()) == 5 and all(w.removeprefix("##") in corpus_file.read_text() for w in words.split())
+    rows = [("the cat sees the dog .", "animal"), ("the doctor helps the child .", "person")] * 30
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "train.csv", index=False)
+    tuned = hfkit.finetune("classification-full", output_dir=str(tmp_path / "ft"), model={"path": str(result.output_dir)},
+                           data={"train": str(tmp_path / "train.csv")}, train={"epochs": 3, "learning_rate": 1e-3,
+                                                                                 "report_to": []})
+    assert tuned.metrics["eval_accuracy"] == 1.0

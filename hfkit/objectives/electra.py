@@ -109,10 +109,15 @@ class Electra(Objective):
     perplexity = False  # its loss mixes two: the generator's perplexity is reported on its own
 
     def validate(self, cfg) -> list[str]:
+        from ..models import PRESETS
+
         e, problems = cfg.electra, []
         if cfg.model.path is not None:
             problems.append("model.path: objective electra trains its generator and discriminator from scratch; "
                             "set model.preset (a bert-* or roberta-* size) instead")
+        elif cfg.model.preset in PRESETS and PRESETS[cfg.model.preset]["family"] not in ("bert", "roberta"):
+            problems.append(f"model.preset: objective electra builds ELECTRA's own BERT-block generator and "
+                            f"discriminator from a bert-* or roberta-* size; '{cfg.model.preset}' is not one")
         if e.generator_size > 1:
             problems.append(f"electra.generator_size: {e.generator_size} makes the generator wider than the "
                             "discriminator (it must learn slower than it); use 0.25-0.5 of its width")
