@@ -14,8 +14,14 @@ architecture and fresh weights.
 
     python benchmarks/pretrain_payoff.py pretrain --objective mlm|electra   # ~20-30 min each on 2 cores
     python benchmarks/pretrain_payoff.py pretrain --objective minilm-mlm    # continued masked-LM on the real MiniLM
-    python benchmarks/pretrain_payoff.py finetune [--seeds 3]              # every budget + random init
-    python benchmarks/pretrain_payoff.py table [--plot FILE]               # the table, the crossover, the plot
+    python benchmarks/pretrain_payoff.py pretrain --objective modernbert-mlm  # masked-LM with ModernBERT's block
+    python benchmarks/pretrain_payoff.py finetune [--seeds 3] [--objective X --only]  # every budget + random init
+    python benchmarks/pretrain_payoff.py labels --objective modernbert-mlm --seeds 5  # frozen, 100-1,000 rows
+    python benchmarks/pretrain_payoff.py table [--plot FILE]               # the tables, the crossovers, the plot
+
+The modernbert-mlm series swaps BERT's block for ModernBERT's (preset modernbert-tiny) at rate 3e-3, dropout 0.1.
+The `labels` sweep fits a linear head on each checkpoint's frozen features with 100-1,000 labelled rows; a seed picks
+the rows, so every pretrained run is compared with a random-init twin on the same rows (paired t-test, 5%).
 
 Results: benchmarks/results/payoff/*.jsonl and benchmarks/pretrain_payoff.png (redrawn by `table`).
 """
@@ -40,10 +46,17 @@ BLOCK, BATCH = 128, 32
 TOKENS_PER_STEP = BLOCK * BATCH
 STEP_UNIT = 245  # ~1.0M tokens; checkpoints every unit
 BUDGETS = [1, 2, 4, 8, 16, 30]  # in units of STEP_UNIT steps: 1.0M ... 30.1M tokens
-PRETRAIN = {  # the settings both objectives share (see the module docstring)
-    "mlm": dict(learning_rate=1e-3, warmup_ratio=0.06, dropout=0.1),
-    "electra": dict(learning_rate=1e-3, warmup_ratio=0.06),
+PRETRAIN = {  # series: objective, preset and settings (see the module docstring)
+    "mlm": dict(objective="mlm", preset="bert-tiny", learning_rate=1e-3, warmup_ratio=0.06, dropout=0.1),
+    "electra": dict(objective="electra", preset="bert-tiny", learning_rate=1e-3, warmup_ratio=0.06),
+    # ModernBERT's block at bert-tiny's size (pre-LN, rotary positions, GeGLU); 3e-3 left the plateau fastest in a
+    # 1,000-step probe (1e-3: eval loss 5.51, 3e-3: 4.68, bert-tiny at either: 6.2); dropout as masked-LM's, since
+    # 130 passes over 0.28M tokens overfit without it.
+    "modernbert-mlm": dict(objective="mlm", preset="modernbert-tiny", learning_rate=3e-3, warmup_ratio=0.06,
+                           dropout=0.1),
 }
+DROPOUT_KEYS = {"bert-tiny": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+                "modernbert-tiny": ("embedding_dropout", "mlp_dropout", "attention_dropout")}
 # Continued pretraining of a real checkpoint: all-MiniLM-L6-v2 (no MLM head: one is initialised fresh), masked-LM on
 # the same pool, batch 16 x 128, learning rate 1e-4 (Gururangan et al. 2020 used 1e-4 for RoBERTa), dropout as
 # shipped; checkpoints every 100 steps (~0.2M tokens). Its baseline is MiniLM as shipped, fine-tuned the same way
@@ -52,6 +65,7 @@ MINILM = "builtin:all-minilm-l6-v2"
 SERIES = {  # name: (steps per unit, tokens per step, budgets in units)
     "mlm": (STEP_UNIT, TOKENS_PER_STEP, BUDGETS),
     "electra": (STEP_UNIT, TOKENS_PER_STEP, BUDGETS),
+    "modernbert-mlm": (STEP_UNIT, TOKENS_PER_STEP, BUDGETS),
     "minilm-mlm": (100, 16 * BLOCK, [1, 2]),
 }
 # Projection to a GPU: A100 bf16 dense peak 312 TFLOP/s (NVIDIA's datasheet) at 40% model FLOPs utilisation.
@@ -90,6 +104,7 @@ def pretrain(objective: str) -> None:
     unit, per_step, budgets = SERIES[objective]
     settings = dict(PRETRAIN.get(objective, {}))
     dropout = settings.pop("dropout", 0.0)
+    series_objective, preset = settings.pop("objective", objective), settings.pop("preset", None)
     steps = budgets[-1] * unit
     start = time.perf_counter()
     if objective == "minilm-mlm":
@@ -104,8 +119,8 @@ def pretrain(objective: str) -> None:
                    "eval_before_training": True})
     else:
         result = hfkit.pretrain(
-        "bert-mlm-tiny", objective=objective, output_dir=str(WORK / objective),
-        model={"preset": "bert-tiny", "overrides": {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}},
+        "bert-mlm-tiny", objective=series_objective, output_dir=str(WORK / objective),
+        model={"preset": preset, "overrides": {key: dropout for key in DROPOUT_KEYS[preset]}},
         tokenizer={"vocab_size": 4000},
         data={"train": str(paths["pool"]), "exclude": str(paths["test"]), "validation_split": 0.02, "block_size": BLOCK},
         train={"max_steps": steps, "batch_size": BATCH, "save_steps": STEP_UNIT, "eval_steps": STEP_UNIT,
@@ -140,10 +155,12 @@ def checkpoint_model(objective: str, units: int) -> str:
     return str(folder / "discriminator") if objective == "electra" else str(folder)
 
 
-def finetune(seeds: int) -> None:
+def finetune(seeds: int, only: str | None = None) -> None:
     paths = cut(WORK / "data")
     done = {(r["objective"], r["units"], r["seed"]) for r in read("finetune")}
     for objective, (unit, per_step, budgets) in SERIES.items():
+        if only and objective != only:
+            continue
         if not (WORK / objective).is_dir():
             print(f"skip {objective}: not pretrained (run: pretrain --objective {objective})")
             continue
@@ -159,6 +176,91 @@ def finetune(seeds: int) -> None:
             accuracy = finetune_one(path, seed, paths, random_init=scratch and units == 0, tiny=scratch)
             append("finetune", {"objective": objective, "units": units, "tokens": units * unit * per_step,
                                 "seed": seed, "accuracy": accuracy, "wall": time.perf_counter() - start})
+
+
+LABELLED = [100, 200, 500, 1000]  # labelled-set sizes for the frozen-feature sweep
+
+
+def labels(objective: str, seeds: int) -> None:
+    """Frozen features (backbone fixed, a linear head solved on them) from every checkpoint and from random init,
+    on the first 100 / 200 / 500 / 1,000 labelled rows: how the payoff depends on how few labels there are."""
+    import hfkit
+
+    paths = cut(WORK / "data")
+    unit, per_step, budgets = SERIES[objective]
+    done = {(r["objective"], r["units"], r["rows"], r["seed"]) for r in read("labels")}
+    for units in [0] + budgets:
+        path = checkpoint_model(objective, units or budgets[0])
+        for rows in LABELLED:
+            for seed in range(1, seeds + 1):
+                if (objective, units, rows, seed) in done:
+                    continue
+                out = WORK / "ft" / f"frozen-{objective}-{units}-{rows}-{seed}"
+                result = hfkit.finetune("classification-frozen", output_dir=str(out),
+                                        model={"path": path, "random_init": units == 0},
+                                        data={"train": str(paths["train"]), "test": str(paths["test"]),
+                                              "max_length": 64, "max_train_samples": rows},
+                                        train={"seed": seed, "report_to": [], "save_total_limit": 1, "overwrite": True})
+                append("labels", {"objective": objective, "units": units, "tokens": units * unit * per_step,
+                                  "rows": rows, "seed": seed, "accuracy": result.metrics["test_accuracy"]})
+
+
+def paired(objective: str) -> dict:
+    """rows -> [(tokens, differences against random init, one per seed)]: a seed picks the labelled rows
+    (max_train_samples shuffles by train.seed), so each pretrained run has a random-init twin on the very same rows."""
+    acc = {(r["tokens"], r["rows"], r["seed"]): r["accuracy"] for r in read("labels") if r["objective"] == objective}
+    out: dict = {}
+    for n in LABELLED:
+        for t in sorted({t for t, nn, _ in acc if nn == n and t}):
+            d = [a - acc[(0, n, seed)] for (tt, nn, seed), a in sorted(acc.items()) if (tt, nn) == (t, n)
+                 and (0, n, seed) in acc]
+            if len(d) > 1:
+                out.setdefault(n, []).append((t, d))
+    return out
+
+
+def paired_crossover(points) -> int | None:
+    """The smallest budget whose paired gain over random init is significant (two-sided paired t-test, 5%)."""
+    from scipy.stats import t as student
+
+    for tokens, d in points:
+        mean, sd = statistics.mean(d), statistics.stdev(d)
+        if mean > 0 and (sd == 0 or mean / (sd / len(d) ** 0.5) > student.ppf(0.975, len(d) - 1)):
+            return tokens
+    return None
+
+
+def labels_table() -> None:
+    rows = read("labels")
+    for objective in dict.fromkeys(r["objective"] for r in rows):
+        by: dict = {}
+        for r in rows:
+            if r["objective"] == objective:
+                by.setdefault((r["tokens"], r["rows"]), []).append(r["accuracy"])
+        tokens = sorted({t for t, _ in by})
+        print(f"\n{objective}, frozen features + linear head: test accuracy (mean ± sd over seeds) by labelled rows")
+        print("| pretraining tokens | " + " | ".join(f"{n} rows" for n in LABELLED) + " |")
+        print("|---|" + "---|" * len(LABELLED))
+        for t in tokens:
+            cells = []
+            for n in LABELLED:
+                a = by.get((t, n), [])
+                cells.append(f"{statistics.mean(a):.3f} ± {statistics.stdev(a) if len(a) > 1 else 0:.3f}" if a else "-")
+            print(f"| {f'{t / 1e6:.1f}M' if t else '0 (random init)'} | " + " | ".join(cells) + " |")
+        diffs = paired(objective)
+        print("\npaired difference against random init on the same rows: mean ± sd (seeds where pretrained wins)")
+        print("| pretraining tokens | " + " | ".join(f"{n} rows" for n in LABELLED) + " |")
+        print("|---|" + "---|" * len(LABELLED))
+        for t in tokens[1:]:
+            cells = []
+            for n in LABELLED:
+                d = dict(diffs.get(n, [])).get(t)
+                cells.append(f"{statistics.mean(d):+.3f} ± {statistics.stdev(d):.3f} ({sum(x > 0 for x in d)}/{len(d)})"
+                             if d else "-")
+            print(f"| {t / 1e6:.1f}M | " + " | ".join(cells) + " |")
+        for n in LABELLED:
+            c = paired_crossover(diffs.get(n, []))
+            print(f"crossover ({objective}, frozen, {n} rows): " + (f"{c / 1e6:.1f}M tokens" if c else "none"))
 
 
 def summary() -> dict:
@@ -197,6 +299,7 @@ def table(plot: Path = PLOT) -> None:
         c = crossover(points)
         print(f"crossover ({objective}): " + (f"{c / 1e6:.1f}M tokens, {c / speed / 60:.1f} min here" if c and speed
                                                else "none within the budgets measured"))
+    labels_table()
     draw(summary(), plot)
 
 
@@ -206,8 +309,8 @@ def draw(data: dict, plot: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
-    colours = {"mlm": "tab:blue", "electra": "tab:orange", "minilm-mlm": "tab:green"}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"width_ratios": [3, 2, 3]})
+    colours = {"mlm": "tab:blue", "electra": "tab:orange", "modernbert-mlm": "tab:purple", "minilm-mlm": "tab:green"}
     for objective, points in data.items():
         ax = axes[1] if objective == "minilm-mlm" else axes[0]
         base, rest = points[0], points[1:]
@@ -221,15 +324,30 @@ def draw(data: dict, plot: Path) -> None:
         if c:
             ax.axvline(c / 1e6, color=colour, ls=":", lw=1.5, label=f"{objective} crossover: {c / 1e6:.1f}M tokens")
         else:
-            ax.annotate(f"{objective}: no crossover up to {rest[-1][0] / 1e6:.1f}M tokens", xy=(0.02, 0.03 + 0.06 * len(
+            ax.annotate(f"{objective}: no crossover up to {rest[-1][0] / 1e6:.1f}M", ha="right", xy=(0.98, 0.03 + 0.06 * len(
                 [o for o in data if (o == "minilm-mlm") == (objective == "minilm-mlm") and o < objective])),
-                xycoords="axes fraction", fontsize=8, color=colour)
+                xycoords="axes fraction", fontsize=7, color=colour)
+    frozen = [o for o in dict.fromkeys(r["objective"] for r in read("labels"))]
+    for objective in frozen:
+        for n, points in paired(objective).items():
+            line = axes[2].errorbar([t / 1e6 for t, _ in points], [statistics.mean(d) for _, d in points],
+                                    yerr=[statistics.stdev(d) for _, d in points], marker="o", capsize=3,
+                                    label=f"{objective}, {n} labelled rows")
+            c = paired_crossover(points)
+            if c:
+                axes[2].axvline(c / 1e6, color=line[0].get_color(), ls=":", lw=1.5)
+                axes[2].annotate(f"{c / 1e6:.0f}M", xy=(c / 1e6, 0.99), xycoords=("data", "axes fraction"), va="top",
+                                 fontsize=7, color=line[0].get_color())
+    axes[2].axhline(0, color="black", lw=1)
+    axes[0].set_ylim(bottom=0.42)  # room for the no-crossover notes under the curves
+    axes[2].set_ylabel("accuracy gain over random init, same rows\n(mean ± sd over seeds; dotted: p < 0.05)")
     for ax, title in zip(axes, ("From scratch on the task's own text (2 layers, 128 wide)",
-                                "Continued masked-LM on the real MiniLM")):
+                                "Continued masked-LM on the real MiniLM",
+                                "Frozen features + linear head, by labelled rows")):
         ax.set_xscale("log")
         ax.set_xlabel("pretraining tokens (millions, log scale)")
         ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=7, loc="lower left" if ax is axes[0] else "best")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy after fine-tuning on 1,000 rows\n(mean ± sd over 3 seeds)")
     fig.suptitle("Movie-review sentiment: does pretraining pay off?", fontsize=11)
@@ -241,15 +359,20 @@ def draw(data: dict, plot: Path) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["pretrain", "finetune", "table"])
+    parser.add_argument("command", choices=["pretrain", "finetune", "labels", "table"])
     parser.add_argument("--objective", choices=list(SERIES), default="mlm")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", action="store_true", help="finetune: only the series named by --objective")
     parser.add_argument("--plot", type=Path, default=PLOT, help=f"where the plot goes (default {PLOT})")
     args = parser.parse_args(argv)
     if args.command == "pretrain":
         pretrain(args.objective)
     elif args.command == "finetune":
-        finetune(args.seeds)
+        finetune(args.seeds, args.objective if args.only else None)
+    elif args.command == "labels":
+        labels(args.objective, args.seeds)
+        labels_table()
+        return
     table(args.plot)
 
 
