@@ -28,8 +28,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "roberta-base": dict(kind="mlm", family="roberta", tokenizer="bpe", max_positions=512, like="FacebookAI/roberta-base",
                          config=dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072)),
     # ModernBERT's block (Warner et al. 2024): pre-LayerNorm, rotary positions, GeGLU, no biases; masked-LM logits
-    # only at the masked positions (`sparse_prediction`, the model's own option). At bert-tiny's size it leaves the
-    # unigram plateau that bert-tiny sits on for 30M tokens (benchmarks/pretrain_payoff.py).
+    # only at the masked positions (`sparse_prediction`, the model's own option, which mlm.head_on_masked_only sets).
+    # At bert-tiny's size it leaves the unigram plateau that bert-tiny sits on (benchmarks/mlm_plateau.py).
     "modernbert-tiny": dict(kind="mlm", family="modernbert", tokenizer="wordpiece", max_positions=512, like=None,
                             config=dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2,
                                         intermediate_size=384, layer_types=["full_attention"] * 2,

@@ -166,6 +166,10 @@ def test_modernbert_preset_learns_loads_and_fine_tunes(tmp_path, corpus_file):
     assert classes.split() == ["ModernBertForMaskedLM", "ModernBertForSequenceClassification",
                                "ModernBertForTokenClassification", "True", "mean"], classes
     assert len(words.split()) == 5 and all(w.removeprefix("##") in corpus_file.read_text() for w in words.split())
+    full = hfkit.pretrain(tiny_overrides("mlm", corpus_file, tmp_path / "mb-full", **{
+        "model.preset": "modernbert-tiny", "mlm.head_on_masked_only": False, "train.max_steps": 4}))
+    assert json.loads((full.output_dir / "config.json").read_text())["sparse_prediction"] is False
+    assert math.isfinite(full.metrics["eval_loss"])
     rows = [("the cat sees the dog .", "animal"), ("the doctor helps the child .", "person")] * 30
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "train.csv", index=False)
     tuned = hfkit.finetune("classification-full", output_dir=str(tmp_path / "ft"), model={"path": str(result.output_dir)},
