@@ -169,7 +169,6 @@ def preset_config(name: str, tokenizer, overrides: dict | None = None, attn_impl
         values["max_position_embeddings"] = spec["max_positions"]
         values["cls_token_id"] = values["bos_token_id"] = tokenizer.cls_token_id
         values["sep_token_id"] = values["eos_token_id"] = tokenizer.sep_token_id
-        values["sparse_prediction"] = True
     else:
         values["max_position_embeddings"] = spec["max_positions"]
     config_cls = _config_class(family)
@@ -261,20 +260,27 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def head_on_masked_only(model) -> bool:
-    """Make a BERT/RoBERTa-style masked LM compute its vocabulary projection only where labels are set.
+def head_on_masked_only(model, on: bool = True) -> bool:
+    """Make a masked LM compute its vocabulary projection only where labels are set (`on`), or not.
 
     The stock forward projects every position onto the vocabulary and then ignores the ~85% that were not
     masked; for small models that projection is most of the compute (2x128 BERT, 8k vocabulary: ~70% of the
-    FLOPs). The loss is the same mean cross-entropy over the masked positions. The patch is on this instance's
-    forward only (DDP and FSDP still call it through their wrappers); without labels, or for architectures
-    without a `cls`/`lm_head` head over `base_model`, the stock forward runs. Returns whether it applied.
+    FLOPs). The loss is the same mean cross-entropy over the masked positions. A model with its own option for
+    this (ModernBERT's `sparse_prediction`) gets that option set to `on`, recorded in its config. BERT/RoBERTa-style
+    heads are patched when `on`: on this instance's forward only (DDP and FSDP still call it through their
+    wrappers); without labels, or for architectures without a `cls`/`lm_head` head over `base_model`, the stock
+    forward runs. Returns whether masked-only projection is in effect.
     """
     import types
 
     import torch
     from transformers.modeling_outputs import MaskedLMOutput
 
+    if hasattr(model, "sparse_prediction"):
+        model.config.sparse_prediction = model.sparse_prediction = on
+        return on
+    if not on:
+        return False
     head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
     base = getattr(model, "base_model", None)
     if head is None or base is None or base is model:

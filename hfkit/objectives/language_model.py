@@ -44,10 +44,7 @@ class MaskedLM(Objective):
         from ..models import head_on_masked_only
 
         model = load_or_build(cfg, tokenizer, AutoModelForMaskedLM)
-        if hasattr(model, "sparse_prediction"):  # the model's own masked-only head (ModernBERT): no patch needed
-            model.config.sparse_prediction = model.sparse_prediction = cfg.mlm.head_on_masked_only
-        elif cfg.mlm.head_on_masked_only:
-            head_on_masked_only(model)
+        head_on_masked_only(model, cfg.mlm.head_on_masked_only)
         return model
 
     def collator(self, cfg, tokenizer):
