@@ -119,6 +119,13 @@ class ContrastiveSettings:
     """How token states become one sentence vector (saved with the model for sentence-transformers)."""
     temperature: float = 0.05
     """Cosine similarities are divided by this before the softmax over the batch (SimCSE: 0.05)."""
+    views: Literal["dropout", "crop"] = "dropout"
+    """What makes a positive pair. dropout: the same text twice, only the dropout masks differ (unsupervised
+    SimCSE). crop: two spans of crop_tokens tokens drawn independently from the same document each time it is seen
+    (independent cropping, as in Contriever, Izacard et al. 2021); it suits documents and models already trained
+    contrastively, for which dropout-only views are too easy (benchmarks/contrastive.py)."""
+    crop_tokens: int = 32
+    """Tokens per span with views: crop (special tokens added around it); a shorter document is used whole."""
     similarity: str | None = None
     """A similarity set to report Spearman correlation on: builtin:lee (gensim's 50 news documents, 1,225 pairs
     scored by people) or a csv/tsv/jsonl file with columns text1, text2, score."""

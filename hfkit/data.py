@@ -45,6 +45,17 @@ def _news_articles():
     return Dataset.from_dict({"text": (title + "\n" + body).str.strip().tolist()})
 
 
+def _lee_background():
+    """The Lee background corpus shipped by gensim (LGPL-2.1 package; the texts are Australian news from 2001): 300
+    news articles from the same source as the 50 documents of the Lee similarity set (builtin:lee), none of them
+    shared with it, so it is in-domain text for that set."""
+    from datasets import Dataset
+
+    path = _package_file("gensim", "test/test_data/lee_background.cor", "gensim==4.4.0")
+    return Dataset.from_dict({"text": [line.strip() for line in path.read_text(encoding="latin-1").splitlines()
+                                       if line.strip()]})
+
+
 def _movie_review_frame():
     import csv
 
@@ -178,7 +189,8 @@ def _alpaca_en_demo():
     return Dataset.from_dict({k: [str(r.get(k) or "") for r in rows] for k in ("instruction", "input", "output")})
 
 
-BUILTIN_CORPORA: dict[str, Callable] = {"news-articles": _news_articles, "movie-reviews": _movie_reviews,
+BUILTIN_CORPORA: dict[str, Callable] = {"news-articles": _news_articles, "lee-background": _lee_background,
+                                        "movie-reviews": _movie_reviews,
                                         "movie-review-scores": _movie_review_scores, "sms-spam": _sms_spam, "trec": _trec,
                                         "wnut16": _wnut16, "chatterbot": _chatterbot, "alpaca-en-demo": _alpaca_en_demo}
 

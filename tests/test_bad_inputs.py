@@ -123,6 +123,7 @@ CASES = {
     "corpus overlapping data.exclude": (lambda i: pre(i["dir"]) + [f"data.exclude={i['dir'] / 'good.txt'}"], "data.train: 50 document(s) also appear in data.exclude"),
     "NSP on one-sentence documents": (lambda i: pre(i["dir"]) + ["objective=nsp", f"data.train={i['dir'] / 'short.txt'}"], "objective nsp needs documents of 2 or more sentences, and none of the"),
     "contrastive with batch size 1": (lambda i: pre(i["dir"]) + ["objective=contrastive", "train.batch_size=1"], "train.batch_size: 1 leaves no in-batch negatives for objective contrastive"),
+    "contrastive crops longer than a block": (lambda i: pre(i["dir"]) + ["objective=contrastive", "contrastive.views=crop", "contrastive.crop_tokens=64", "data.block_size=32"], "contrastive.crop_tokens: 64 must be between 1 and data.block_size - 2 (30)"),
     "chat turn with an unknown role": (lambda i: sft(i), "data.train row 2: turn 2 has role 'bot', which is not one of system, user, assistant"),
     "chat turns that do not alternate": (lambda i: sft(i, "order.jsonl"), "data.train row 3: turns must alternate user, assistant, user, ...; turn 2 is 'user' after 'user'"),
     "conversation format not detectable": (lambda i: sft(i, "qa.csv"), "data.train: cannot tell the conversation format from the columns (question, answer)"),
@@ -152,4 +153,4 @@ def test_bad_input_one_line_exit_2_outputs_untouched(name, inputs, tmp_path):
 
 
 def test_case_count():
-    assert len(CASES) == 53
+    assert len(CASES) == 54

@@ -104,7 +104,7 @@ def test_saved_config_reruns_as_recipe(tmp_path):
 def test_every_shipped_recipe_loads_and_validates():
     found = list_recipes()
     pretrain = [p for p in found if p.relative_to(recipes_dir()).parts[0] == "pretrain"]
-    assert len(pretrain) == 9, [p.name for p in pretrain]  # recursive glob: recipes/**/*.yaml
+    assert len(pretrain) == 10, [p.name for p in pretrain]  # recursive glob: recipes/**/*.yaml
     for path in pretrain:
         cfg = resolve("pretrain", path)
         assert cfg.output_dir.startswith("runs/"), path

@@ -185,6 +185,36 @@ def test_contrastive_simcse(tmp_path, corpus_file):
     assert type(AutoModel.from_pretrained(out)).__name__ == "BertModel"
 
 
+def test_contrastive_crop_views_are_spans_of_one_document(tmp_path, corpus_file):
+    import torch
+    from transformers import AutoTokenizer
+
+    from hfkit.models import resolve_model_path
+    from hfkit.objectives.contrastive import CropCollator
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:all-minilm-l6-v2"))
+    collate = CropCollator(tokenizer, crop_tokens=4)
+    docs = [list(range(1000, 1020)), list(range(2000, 2003))]
+    torch.manual_seed(0)
+    batch = collate([{"input_ids": d} for d in docs])
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    for view in ("input_ids", "pair_input_ids"):
+        mask = batch[view.replace("input_ids", "attention_mask")]
+        for row, m, doc in zip(batch[view].tolist(), mask.tolist(), docs):
+            row = row[:sum(m)]
+            assert row[0] == cls and row[-1] == sep
+            inner = row[1:-1]
+            assert len(inner) == min(4, len(doc)) and inner[0] in doc and inner == list(range(inner[0], inner[0] + len(inner)))
+    differ = any(not torch.equal(a, b) for a, b in zip(batch["input_ids"], batch["pair_input_ids"]))
+    assert differ  # drawn independently (a 20-token document has 17 spans of 4)
+
+    result = hfkit.pretrain(dict(tiny_overrides("mlm", corpus_file, tmp_path / "crops",
+                                                **{"train.max_steps": 40, "contrastive.views": "crop",
+                                                   "contrastive.crop_tokens": 12}), objective="contrastive"))
+    m = result.metrics
+    assert m["eval_loss_before"] - m["eval_loss"] > 0.5, m  # which document a span came from, out of 16
+
+
 def test_spearman_with_ties():
     from hfkit.objectives.contrastive import rank, spearman
 

@@ -1,6 +1,9 @@
 """Contrastive sentence embeddings, unsupervised SimCSE (Gao et al. 2021): each sentence goes through the encoder
 twice, the two dropout masks make two views of it, and the loss pulls the views together against the other
-sentences of the batch (in-batch negatives; cross-entropy over cosine similarities / temperature).
+sentences of the batch (in-batch negatives; cross-entropy over cosine similarities / temperature). With
+`contrastive.views: crop` the two views are instead two spans drawn independently from the same document each time
+it is seen (independent cropping, Izacard et al. 2021), dropout still on: a harder task, and the one that raised
+MiniLM's Spearman on the Lee set where dropout-only views lowered it (benchmarks/contrastive.py).
 
 It continues from any encoder (model.path) or a preset. The run directory's root holds the encoder
 (`AutoModel`) with the pooling it was trained with, recorded the way sentence-transformers reads it
@@ -96,16 +99,57 @@ def encoder_class():
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
-        def forward(self, input_ids, attention_mask, token_type_ids=None, return_loss: bool = True, **kwargs):
-            # `return_loss=True` in the signature: Trainer computes an evaluation loss for a model without labels
+        def forward(self, input_ids, attention_mask, token_type_ids=None, pair_input_ids=None,
+                    pair_attention_mask=None, return_loss: bool = True, **kwargs):
+            # `return_loss=True` in the signature: Trainer computes an evaluation loss for a model without labels.
+            # Without a pair the second view is the same text (only dropout differs); both views go through one
+            # forward pass, as SimCSE does.
             n = input_ids.shape[0]
-            twice = lambda t: None if t is None else torch.cat([t, t])  # noqa: E731
-            views = self.embed(twice(input_ids), twice(attention_mask), twice(token_type_ids)).float()
+            if pair_input_ids is None:
+                pair_input_ids, pair_attention_mask = input_ids, attention_mask
+            else:
+                token_type_ids = None  # spans are single segments: the model's default (all zeros)
+            both = lambda a, b: None if a is None else torch.cat([a, b])  # noqa: E731
+            views = self.embed(both(input_ids, pair_input_ids), both(attention_mask, pair_attention_mask),
+                               both(token_type_ids, token_type_ids)).float()
             first, second = F.normalize(views[:n], dim=-1), F.normalize(views[n:], dim=-1)
             scores = first @ second.T / self.temperature
             return {"loss": F.cross_entropy(scores, torch.arange(n, device=scores.device))}
 
     return ContrastiveEncoder
+
+
+class CropCollator:
+    """Two independent random spans of `crop_tokens` tokens from each document (stored without special tokens),
+    each wrapped like a packed masked-LM block ([CLS] ... [SEP]) and padded to one length, as input_ids (first
+    view) and pair_input_ids (second view). Spans are drawn with torch's global generator, which Trainer seeds and
+    saves in its checkpoints, so runs repeat and resume exactly."""
+
+    def __init__(self, tokenizer, crop_tokens: int):
+        from ..data import block_layout
+
+        self.prefix, self.suffix, _ = block_layout(tokenizer, "mlm")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.crop_tokens = crop_tokens
+
+    def span(self, ids: list[int]) -> list[int]:
+        import torch
+
+        if len(ids) > self.crop_tokens:
+            start = int(torch.randint(0, len(ids) - self.crop_tokens + 1, ()))
+            ids = ids[start:start + self.crop_tokens]
+        return self.prefix + list(ids) + self.suffix
+
+    def __call__(self, examples: list[dict]) -> dict:
+        import torch
+
+        first = [self.span(e["input_ids"]) for e in examples]
+        second = [self.span(e["input_ids"]) for e in examples]
+        width = max(map(len, first + second))
+        pad = lambda rows: torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows])  # noqa: E731
+        mask = lambda rows: torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])  # noqa: E731
+        return {"input_ids": pad(first), "attention_mask": mask(first),
+                "pair_input_ids": pad(second), "pair_attention_mask": mask(second)}
 
 
 class Contrastive(Objective):
@@ -118,15 +162,24 @@ class Contrastive(Objective):
                             "contrastive; use 2 or more (SimCSE used 64)")
         if c.temperature <= 0:
             problems.append(f"contrastive.temperature: {c.temperature} must be > 0 (SimCSE: 0.05)")
+        if c.views == "crop" and not 1 <= c.crop_tokens <= cfg.data.block_size - 2:
+            problems.append(f"contrastive.crop_tokens: {c.crop_tokens} must be between 1 and data.block_size - 2 "
+                            f"({cfg.data.block_size - 2}), leaving room for the special tokens")
         if cfg.mlm.whole_word:
             problems.append("mlm.whole_word: does not apply to objective contrastive; unset it")
         return problems
 
     def build_datasets(self, cfg, corpus, tokenizer, log) -> dict:
         out = {}
+        if cfg.contrastive.views == "crop":  # whole documents without special tokens; the collator draws spans
+            tokenize = lambda b: tokenizer(b["text"], add_special_tokens=False, verbose=False)  # noqa: E731
+        else:
+            tokenize = lambda b: tokenizer(b["text"], truncation=True, max_length=cfg.data.block_size)  # noqa: E731
         for split, texts in corpus.items():
-            out[split] = texts.map(lambda b: tokenizer(b["text"], truncation=True, max_length=cfg.data.block_size),
-                                   batched=True, remove_columns=texts.column_names, desc=f"Tokenizing {split}")
+            out[split] = texts.map(tokenize, batched=True, remove_columns=texts.column_names,
+                                   desc=f"Tokenizing {split}")
+            if cfg.contrastive.views == "crop":
+                out[split] = out[split].select_columns(["input_ids"])
         return out
 
     def build_model(self, cfg, tokenizer):
@@ -140,6 +193,8 @@ class Contrastive(Objective):
     def collator(self, cfg, tokenizer):
         from transformers import DataCollatorWithPadding
 
+        if cfg.contrastive.views == "crop":
+            return CropCollator(tokenizer, cfg.contrastive.crop_tokens)
         return DataCollatorWithPadding(tokenizer)
 
     def evaluate(self, trainer, dataset, cfg) -> dict:
