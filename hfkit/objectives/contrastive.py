@@ -122,8 +122,9 @@ def encoder_class():
 class CropCollator:
     """Two independent random spans of `crop_tokens` tokens from each document (stored without special tokens),
     each wrapped like a packed masked-LM block ([CLS] ... [SEP]) and padded to one length, as input_ids (first
-    view) and pair_input_ids (second view). Spans are drawn with torch's global generator, which Trainer seeds and
-    saves in its checkpoints, so runs repeat and resume exactly."""
+    view) and pair_input_ids (second view). Spans are drawn with torch's global generator, which Trainer seeds, so a
+    run repeats exactly. A resumed run draws different spans from the checkpoint on (as masked-LM's masking does):
+    the data loader collates one batch ahead of the step that is saved."""
 
     def __init__(self, tokenizer, crop_tokens: int):
         from ..data import block_layout
