@@ -104,12 +104,6 @@ def build_trainer(cfg: PretrainConfig, model, tokenizer, lm, collator, output_di
     return trainer
 
 
-def mean_length(dataset, sample: int = 10_000) -> float:
-    """Mean tokens per example (over the first `sample` examples) of a dataset of unpacked examples."""
-    rows = dataset.select(range(min(sample, len(dataset))))["input_ids"]
-    return sum(map(len, rows)) / max(len(rows), 1)
-
-
 def perplexity(loss: float | None, applies: bool = True) -> float | None:
     if not applies or loss is None or not math.isfinite(loss):
         return None
@@ -198,7 +192,7 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
     t = trainer.args
     blocks = steps_this_session(trainer, resume_from) * t.per_device_train_batch_size * t.gradient_accumulation_steps \
         * t.world_size
-    length = cfg.data.block_size if objective.packed else mean_length(lm["train"])  # packed blocks are full
+    length = objective.example_length(cfg, lm["train"])
     metrics.update(run_stats(tokens=round(blocks * length), samples=blocks, wall=wall))
     metrics.update(mfu_metrics(model, length, metrics["train_tokens_per_second"], t.world_size,
                                cfg.train.peak_tflops))

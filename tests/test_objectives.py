@@ -213,6 +213,8 @@ def test_contrastive_crop_views_are_spans_of_one_document(tmp_path, corpus_file)
                                                    "contrastive.crop_tokens": 12}), objective="contrastive"))
     m = result.metrics
     assert m["eval_loss_before"] - m["eval_loss"] > 0.5, m  # which document a span came from, out of 16
+    # tokens/s counts the spans read (every document here has >= 14 tokens: 12 + [CLS] + [SEP]), not the documents
+    assert m["train_tokens"] == 40 * 16 * 14, m
 
 
 def test_spearman_with_ties():

@@ -72,6 +72,14 @@ class Objective:
                                       whole_word=cfg.mlm.whole_word, num_proc=cfg.data.num_proc,
                                       cache_dir=cfg.data.cache_dir, log=log))
 
+    def example_length(self, cfg, dataset) -> float:
+        """Tokens the model reads per training example, for tokens/s and MFU: a full block when packed (blocks are
+        full), else the mean length over the first 10,000 examples."""
+        if self.packed:
+            return cfg.data.block_size
+        rows = dataset.select(range(min(10_000, len(dataset))))["input_ids"]
+        return sum(map(len, rows)) / max(len(rows), 1)
+
     def build_model(self, cfg, tokenizer):
         """The module the Trainer trains (a transformers model, or a module holding several)."""
         raise NotImplementedError

@@ -183,6 +183,13 @@ class Contrastive(Objective):
                 out[split] = out[split].select_columns(["input_ids"])
         return out
 
+    def example_length(self, cfg, dataset) -> float:
+        """With crop views the model reads spans, not the stored documents: min(length, crop_tokens) + 2."""
+        if cfg.contrastive.views != "crop":
+            return super().example_length(cfg, dataset)
+        rows = dataset.select(range(min(10_000, len(dataset))))["input_ids"]
+        return sum(min(len(r), cfg.contrastive.crop_tokens) + 2 for r in rows) / max(len(rows), 1)
+
     def build_model(self, cfg, tokenizer):
         from transformers import AutoModel
 
