@@ -49,6 +49,11 @@ def summed_over_batches(trainer, dataset, counts) -> list[float]:
     return trainer.accelerator.reduce(totals, "sum").tolist()
 
 
+def sampled_lengths(dataset, sample: int = 10_000) -> list[int]:
+    """Token counts of the first `sample` examples of a tokenized dataset."""
+    return [len(ids) for ids in dataset.select(range(min(sample, len(dataset))))["input_ids"]]
+
+
 class Objective:
     """The interface `pretrain.run` relies on."""
 
@@ -77,8 +82,8 @@ class Objective:
         full), else the mean length over the first 10,000 examples."""
         if self.packed:
             return cfg.data.block_size
-        rows = dataset.select(range(min(10_000, len(dataset))))["input_ids"]
-        return sum(map(len, rows)) / max(len(rows), 1)
+        lengths = sampled_lengths(dataset)
+        return sum(lengths) / max(len(lengths), 1)
 
     def build_model(self, cfg, tokenizer):
         """The module the Trainer trains (a transformers model, or a module holding several)."""

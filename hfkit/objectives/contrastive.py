@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import Objective
+from . import Objective, sampled_lengths
 
 LEE = ("gensim", "test/test_data", "gensim==4.4.0")
 
@@ -142,15 +142,13 @@ class CropCollator:
         return self.prefix + list(ids) + self.suffix
 
     def __call__(self, examples: list[dict]) -> dict:
-        import torch
+        from ..collators import _pad
 
-        first = [self.span(e["input_ids"]) for e in examples]
-        second = [self.span(e["input_ids"]) for e in examples]
-        width = max(map(len, first + second))
-        pad = lambda rows: torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows])  # noqa: E731
-        mask = lambda rows: torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])  # noqa: E731
-        return {"input_ids": pad(first), "attention_mask": mask(first),
-                "pair_input_ids": pad(second), "pair_attention_mask": mask(second)}
+        views = [self.span(e["input_ids"]) for e in examples] + [self.span(e["input_ids"]) for e in examples]
+        ids, mask = _pad(views, self.pad_id)  # both views padded together: one width, as forward concatenates them
+        n = len(examples)
+        return {"input_ids": ids[:n], "attention_mask": mask[:n], "pair_input_ids": ids[n:],
+                "pair_attention_mask": mask[n:]}
 
 
 class Contrastive(Objective):
@@ -172,23 +170,22 @@ class Contrastive(Objective):
 
     def build_datasets(self, cfg, corpus, tokenizer, log) -> dict:
         out = {}
-        if cfg.contrastive.views == "crop":  # whole documents without special tokens; the collator draws spans
-            tokenize = lambda b: tokenizer(b["text"], add_special_tokens=False, verbose=False)  # noqa: E731
+        if cfg.contrastive.views == "crop":  # whole documents, token ids only; the collator draws and wraps spans
+            tokenize = lambda b: tokenizer(b["text"], add_special_tokens=False, return_attention_mask=False,  # noqa: E731
+                                           return_token_type_ids=False, verbose=False)
         else:
             tokenize = lambda b: tokenizer(b["text"], truncation=True, max_length=cfg.data.block_size)  # noqa: E731
         for split, texts in corpus.items():
             out[split] = texts.map(tokenize, batched=True, remove_columns=texts.column_names,
                                    desc=f"Tokenizing {split}")
-            if cfg.contrastive.views == "crop":
-                out[split] = out[split].select_columns(["input_ids"])
         return out
 
     def example_length(self, cfg, dataset) -> float:
         """With crop views the model reads spans, not the stored documents: min(length, crop_tokens) + 2."""
         if cfg.contrastive.views != "crop":
             return super().example_length(cfg, dataset)
-        rows = dataset.select(range(min(10_000, len(dataset))))["input_ids"]
-        return sum(min(len(r), cfg.contrastive.crop_tokens) + 2 for r in rows) / max(len(rows), 1)
+        lengths = sampled_lengths(dataset)
+        return sum(min(n, cfg.contrastive.crop_tokens) + 2 for n in lengths) / max(len(lengths), 1)
 
     def build_model(self, cfg, tokenizer):
         from transformers import AutoModel
