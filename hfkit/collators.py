@@ -33,45 +33,64 @@ class CausalLMCollator:
 
 
 class MaskedLMCollator:
-    """BERT masking through transformers' DataCollatorForLanguageModeling, on pre-packed blocks.
+    """BERT masking on pre-packed blocks, each example's draws keyed by its (epoch, index) (hfkit/randomness.py).
 
-    Whole-word masking: transformers finds word boundaries from character offsets; packed blocks carry a
-    `word_start` flag per token instead, turned here into offsets where a new word leaves a one-character gap.
-    With whole-word masking every selected piece becomes the mask token (transformers' collator supports no
-    random replacement there).
+    `probability` of the non-special tokens are selected and predicted; of those, 80% become the mask token, 10% a
+    random token of the vocabulary, 10% stay (BERT's split). Whole-word masking selects words, each with
+    `probability`, and every piece of a selected word becomes the mask token; packed blocks carry a `word_start`
+    flag per token for it. Every example draws the same numbers in the same order from its own generator (one
+    uniform per token or word, then per token), so its mask depends on its key and content alone: not on the batch
+    it lands in, its padding, the process count or where a run was resumed.
     """
 
-    def __init__(self, tokenizer, probability: float = 0.15, whole_word: bool = False):
-        from transformers import DataCollatorForLanguageModeling
-
+    def __init__(self, tokenizer, probability: float = 0.15, whole_word: bool = False, seed: int = 0):
+        self.tokenizer = tokenizer
         self.pad_token_id = tokenizer.pad_token_id
-        self.whole_word = whole_word
-        self.masker = DataCollatorForLanguageModeling(
-            tokenizer, mlm=True, mlm_probability=probability, whole_word_mask=whole_word,
-            mask_replace_prob=1.0 if whole_word else 0.8, random_replace_prob=0.0 if whole_word else 0.1,
-        )
+        self.mask_token_id = tokenizer.mask_token_id
+        self.vocab_size = len(tokenizer)
+        self.probability, self.whole_word, self.seed = probability, whole_word, seed
+        self.mask_share, self.random_share = (1.0, 0.0) if whole_word else (0.8, 0.1)
 
-    @staticmethod
-    def offsets_from_word_starts(word_start):
-        """(batch, seq, 2) offsets: token i spans [i + w_i, i + w_i + 1), w = running count of word starts."""
+    def mask_one(self, ids, special, word_start, key):
+        """(masked ids, labels) of one unpadded example (1-d tensors)."""
         import torch
 
-        start = torch.arange(word_start.shape[1]).unsqueeze(0) + torch.cumsum(word_start, dim=1)
-        return torch.stack([start, start + 1], dim=-1)
+        from .randomness import example_generator
+
+        g = example_generator(self.seed, key)
+        n = ids.shape[0]
+        if self.whole_word:
+            words = torch.cumsum(word_start, 0)  # word number of each token
+            chosen = torch.rand(int(words[-1]) + 1 if n else 1, generator=g) < self.probability
+            selected = chosen[words] & ~special
+        else:
+            selected = (torch.rand(n, generator=g) < self.probability) & ~special
+        how = torch.rand(n, generator=g)
+        random_ids = torch.randint(self.vocab_size, (n,), generator=g)
+        labels = torch.where(selected, ids, torch.full_like(ids, -100))
+        masked = ids.clone()
+        as_mask = selected & (how < self.mask_share)
+        as_random = selected & (how >= self.mask_share) & (how < self.mask_share + self.random_share)
+        masked[as_mask] = self.mask_token_id
+        masked[as_random] = random_ids[as_random]
+        return masked, labels
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch
 
+        from .randomness import batch_keys
+
         input_ids, attention_mask = _pad([e["input_ids"] for e in examples], self.pad_token_id)
-        if "special_tokens_mask" in examples[0]:
-            special, _ = _pad([e["special_tokens_mask"] for e in examples], 1)
-        else:
-            special = torch.tensor([self.masker.tokenizer.get_special_tokens_mask(r, already_has_special_tokens=True)
-                                    for r in input_ids.tolist()])
-        special = special.masked_fill(attention_mask == 0, 1)
-        offsets = None
-        if self.whole_word:
-            word_start, _ = _pad([e["word_start"] for e in examples], 1)
-            offsets = self.offsets_from_word_starts(word_start)
-        masked, labels = self.masker.torch_mask_tokens(input_ids, special_tokens_mask=special, offset_mapping=offsets)
+        labels = torch.full_like(input_ids, -100)
+        masked = input_ids.clone()
+        special_ids = set(self.tokenizer.all_special_ids)
+        for i, (example, key) in enumerate(zip(examples, batch_keys(examples))):
+            ids = torch.as_tensor(example["input_ids"], dtype=torch.long)
+            if "special_tokens_mask" in example:
+                special = torch.as_tensor(example["special_tokens_mask"], dtype=torch.bool)
+            else:
+                special = torch.tensor([t in special_ids for t in example["input_ids"]], dtype=torch.bool)
+            word_start = torch.as_tensor(example["word_start"], dtype=torch.long) if self.whole_word else None
+            n = ids.shape[0]
+            masked[i, :n], labels[i, :n] = self.mask_one(ids, special, word_start, key)
         return {"input_ids": masked, "attention_mask": attention_mask, "labels": labels}

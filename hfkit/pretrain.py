@@ -91,7 +91,14 @@ def build_trainer(cfg: PretrainConfig, model, tokenizer, lm, collator, output_di
     args = training_arguments(cfg.train, output_dir, has_eval=has_eval, remove_unused_columns=False,
                               prediction_loss_only=True, ignore_data_skip=cfg.data.streaming)
     fsdp_units(model)
-    kwargs = dict(model=model, args=args, train_dataset=lm["train"], eval_dataset=lm.get("validation"),
+    train, validation = lm["train"], lm.get("validation")
+    keyed = get_objective(cfg.objective).keyed(cfg)
+    if keyed:  # masks and crops keyed by (epoch, example index): the same wherever a run is cut (randomness.py)
+        from .randomness import EVAL_EPOCH, KeyedExamples
+
+        train = train if cfg.data.streaming else KeyedExamples(train)  # a stream keys its own blocks
+        validation = None if validation is None else KeyedExamples(validation, epoch=EVAL_EPOCH)
+    kwargs = dict(model=model, args=args, train_dataset=train, eval_dataset=validation,
                   data_collator=collator, processing_class=tokenizer)
     if cfg.data.streaming:
         from .streaming import streaming_trainer
@@ -99,6 +106,10 @@ def build_trainer(cfg: PretrainConfig, model, tokenizer, lm, collator, output_di
         trainer = streaming_trainer(**kwargs)
     else:
         trainer = Trainer(**kwargs)
+    if keyed and not cfg.data.streaming:
+        from .randomness import epoch_callback
+
+        trainer.add_callback(epoch_callback(train))
     for callback in get_objective(cfg.objective).callbacks(cfg, tokenizer):
         trainer.add_callback(callback)
     return trainer
@@ -164,7 +175,7 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
         log(f"before training: eval loss {before['eval_loss']:.4f}" + (
             f", perplexity {metrics['perplexity_before']:.1f}" if metrics["perplexity_before"] else ""))
     if cfg.train.eval_before_training and resume_from is None:
-        extra = objective.evaluate(trainer, lm.get("validation"), cfg)
+        extra = objective.evaluate(trainer, trainer.eval_dataset, cfg)
         metrics.update({f"{k}_before": v for k, v in extra.items()})
         if extra:
             log("before training: " + ", ".join(f"{k} {v:.4g}" for k, v in extra.items()))
@@ -181,7 +192,7 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
         log(f"after training: eval loss {final['eval_loss']:.4f}" + (
             f", perplexity {metrics['perplexity']:.1f}" if metrics["perplexity"] else ""))
 
-    extra = objective.evaluate(trainer, lm.get("validation"), cfg)
+    extra = objective.evaluate(trainer, trainer.eval_dataset, cfg)
     if extra:
         metrics.update(extra)
         log("after training: " + ", ".join(f"{k} {v:.4g}" for k, v in extra.items()))

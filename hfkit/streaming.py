@@ -23,6 +23,7 @@ from torch.utils.data import IterableDataset
 
 from .errors import ConfigError, DataError
 from .objectives import get_objective
+from .randomness import KEY
 
 CHUNK_DOCUMENTS = 1000  # documents tokenized together (one tokenizer call); blocks are shuffled within a chunk
 STATE_FILE = "stream_state-rank{rank}.json"
@@ -152,6 +153,8 @@ class PackedStream(IterableDataset):
                 for block in blocks:
                     index += 1
                     if index > wanted:
+                        # Keyed by this rank's block count: masks repeat wherever the run is resumed (randomness.py).
+                        block[KEY] = [epoch, (index - 1) * self.world_size + self.rank]
                         yield block
             if read == 0:
                 raise DataError(f"data.train: process {self.rank} of {self.world_size} received no documents; "

@@ -85,6 +85,11 @@ class Objective:
         lengths = sampled_lengths(dataset)
         return sum(lengths) / max(len(lengths), 1)
 
+    def keyed(self, cfg) -> bool:
+        """Whether the collator draws random numbers (masks, crops): then every row carries its (epoch, index) key
+        and the collator draws from a generator seeded by it (hfkit/randomness.py)."""
+        return self.kind == "mlm"
+
     def build_model(self, cfg, tokenizer):
         """The module the Trainer trains (a transformers model, or a module holding several)."""
         raise NotImplementedError

@@ -122,30 +122,31 @@ def encoder_class():
 class CropCollator:
     """Two independent random spans of `crop_tokens` tokens from each document (stored without special tokens),
     each wrapped like a packed masked-LM block ([CLS] ... [SEP]) and padded to one length, as input_ids (first
-    view) and pair_input_ids (second view). Spans are drawn with torch's global generator, which Trainer seeds, so a
-    run repeats exactly. A resumed run draws different spans from the checkpoint on (as masked-LM's masking does):
-    the data loader collates one batch ahead of the step that is saved."""
+    view) and pair_input_ids (second view). Each document's span starts come from its own generator, keyed by its
+    (epoch, index) (hfkit/randomness.py): the same spans whatever the batch, the process count or the resume point."""
 
-    def __init__(self, tokenizer, crop_tokens: int):
+    def __init__(self, tokenizer, crop_tokens: int, seed: int = 0):
         from ..data import block_layout
 
         self.prefix, self.suffix, _ = block_layout(tokenizer, "mlm")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.crop_tokens = crop_tokens
+        self.crop_tokens, self.seed = crop_tokens, seed
 
-    def span(self, ids: list[int]) -> list[int]:
+    def spans(self, ids: list[int], key) -> tuple[list[int], list[int]]:
         import torch
 
-        if len(ids) > self.crop_tokens:
-            start = int(torch.randint(0, len(ids) - self.crop_tokens + 1, ()))
-            ids = ids[start:start + self.crop_tokens]
-        return self.prefix + list(ids) + self.suffix
+        from ..randomness import example_generator
+
+        g = example_generator(self.seed, key)
+        starts = torch.randint(0, max(len(ids) - self.crop_tokens, 0) + 1, (2,), generator=g).tolist()
+        return tuple(self.prefix + list(ids[s:s + self.crop_tokens]) + self.suffix for s in starts)
 
     def __call__(self, examples: list[dict]) -> dict:
         from ..collators import _pad
+        from ..randomness import batch_keys
 
-        views = [self.span(e["input_ids"]) for e in examples] + [self.span(e["input_ids"]) for e in examples]
-        ids, mask = _pad(views, self.pad_id)  # both views padded together: one width, as forward concatenates them
+        first, second = zip(*(self.spans(e["input_ids"], key) for e, key in zip(examples, batch_keys(examples))))
+        ids, mask = _pad(list(first) + list(second), self.pad_id)  # one width for both views: forward concatenates
         n = len(examples)
         return {"input_ids": ids[:n], "attention_mask": mask[:n], "pair_input_ids": ids[n:],
                 "pair_attention_mask": mask[n:]}
@@ -180,6 +181,9 @@ class Contrastive(Objective):
                                    desc=f"Tokenizing {split}")
         return out
 
+    def keyed(self, cfg) -> bool:
+        return cfg.contrastive.views == "crop"  # dropout views draw nothing in the collator
+
     def example_length(self, cfg, dataset) -> float:
         """With crop views the model reads spans, not the stored documents: min(length, crop_tokens) + 2."""
         if cfg.contrastive.views != "crop":
@@ -199,7 +203,7 @@ class Contrastive(Objective):
         from transformers import DataCollatorWithPadding
 
         if cfg.contrastive.views == "crop":
-            return CropCollator(tokenizer, cfg.contrastive.crop_tokens)
+            return CropCollator(tokenizer, cfg.contrastive.crop_tokens, seed=cfg.train.seed)
         return DataCollatorWithPadding(tokenizer)
 
     def evaluate(self, trainer, dataset, cfg) -> dict:

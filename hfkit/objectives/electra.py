@@ -169,7 +169,7 @@ class Electra(Objective):
     def collator(self, cfg, tokenizer):
         from ..collators import MaskedLMCollator
 
-        return MaskedLMCollator(tokenizer, probability=cfg.mlm.probability)
+        return MaskedLMCollator(tokenizer, probability=cfg.mlm.probability, seed=cfg.train.seed)
 
     def callbacks(self, cfg, tokenizer) -> list:
         from transformers import TrainerCallback

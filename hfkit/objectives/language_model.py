@@ -50,7 +50,8 @@ class MaskedLM(Objective):
     def collator(self, cfg, tokenizer):
         from ..collators import MaskedLMCollator
 
-        return MaskedLMCollator(tokenizer, probability=cfg.mlm.probability, whole_word=cfg.mlm.whole_word)
+        return MaskedLMCollator(tokenizer, probability=cfg.mlm.probability, whole_word=cfg.mlm.whole_word,
+                                seed=cfg.train.seed)
 
 
 class CausalLM(Objective):

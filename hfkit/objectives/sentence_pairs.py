@@ -128,7 +128,7 @@ class SentencePairs(Objective):
     def collator(self, cfg, tokenizer):
         from ..collators import MaskedLMCollator
 
-        masker = MaskedLMCollator(tokenizer, probability=cfg.mlm.probability)
+        masker = MaskedLMCollator(tokenizer, probability=cfg.mlm.probability, seed=cfg.train.seed)
 
         def collate(examples):
             import torch
