@@ -55,7 +55,7 @@ def finetune_rows(bert: Path, gpt: Path) -> dict[str, list[str]]:
         "token classification": ["finetune", "ner-full", f"model.path={bert}", "data.train=builtin:wnut16",
                                  "data.max_train_samples=600", "data.validation_split=0"],
         "sft packed": ["finetune", "sft-full", f"model.path={gpt}", "data.train=builtin:chatterbot",
-                       "data.validation_split=0", "data.max_length=64", "train.gradient_accumulation_steps=1",
+                       "data.validation_split=0", "data.max_length=64", "train.gradient_accumulation_steps=1", "sft.chat_template=chatml",
                        "train.batch_size=2"],
     }
 
@@ -85,7 +85,7 @@ def killed_then_resumed(args: list[str], out: Path, procs: int) -> int:
     """Start the run, SIGKILL its process group once checkpoint-SAVE is complete, resume; the resumed-from step."""
     proc = subprocess.Popen(launch(args, procs), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=env(procs), start_new_session=True)
-    marker = out / f"checkpoint-{SAVE}" / "trainer_state.json"
+    marker = out / f"checkpoint-{SAVE}" / "hfkit-manifest.json"  # the checkpoint is complete
     deadline = time.time() + 900
     while not marker.exists():
         if proc.poll() is not None:

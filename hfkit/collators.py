@@ -39,8 +39,8 @@ class MaskedLMCollator:
     random token of the vocabulary, 10% stay (BERT's split). Whole-word masking selects words, each with
     `probability`, and every piece of a selected word becomes the mask token; packed blocks carry a `word_start`
     flag per token for it. Every example draws the same numbers in the same order from its own generator (one
-    uniform per token or word, then per token), so its mask depends on its key and content alone: not on the batch
-    it lands in, its padding, the process count or where a run was resumed.
+    uniform per token and purpose), so its mask depends on its key and content alone: not on the batch it lands
+    in, its padding, the process count or where a run was resumed.
     """
 
     def __init__(self, tokenizer, probability: float = 0.15, whole_word: bool = False, seed: int = 0):
@@ -51,46 +51,42 @@ class MaskedLMCollator:
         self.probability, self.whole_word, self.seed = probability, whole_word, seed
         self.mask_share, self.random_share = (1.0, 0.0) if whole_word else (0.8, 0.1)
 
-    def mask_one(self, ids, special, word_start, key):
-        """(masked ids, labels) of one unpadded example (1-d tensors)."""
+    def draws(self, examples: list[dict], width: int):
+        """(batch, 3, width) uniforms: per token, whether it is selected, how it is replaced, and by which token;
+        row i from example i's own generator, its first len(example) columns used."""
         import torch
 
-        from .randomness import example_generator
+        from .randomness import batch_keys, example_generator
 
-        g = example_generator(self.seed, key)
-        n = ids.shape[0]
-        if self.whole_word:
-            words = torch.cumsum(word_start, 0)  # word number of each token
-            chosen = torch.rand(int(words[-1]) + 1 if n else 1, generator=g) < self.probability
-            selected = chosen[words] & ~special
-        else:
-            selected = (torch.rand(n, generator=g) < self.probability) & ~special
-        how = torch.rand(n, generator=g)
-        random_ids = torch.randint(self.vocab_size, (n,), generator=g)
-        labels = torch.where(selected, ids, torch.full_like(ids, -100))
-        masked = ids.clone()
-        as_mask = selected & (how < self.mask_share)
-        as_random = selected & (how >= self.mask_share) & (how < self.mask_share + self.random_share)
-        masked[as_mask] = self.mask_token_id
-        masked[as_random] = random_ids[as_random]
-        return masked, labels
+        out = torch.ones((len(examples), 3, width))
+        for i, (example, key) in enumerate(zip(examples, batch_keys(examples))):
+            n = len(example["input_ids"])
+            out[i, :, :n] = torch.rand((3, n), generator=example_generator(self.seed, key))
+        return out
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch
 
-        from .randomness import batch_keys
-
         input_ids, attention_mask = _pad([e["input_ids"] for e in examples], self.pad_token_id)
-        labels = torch.full_like(input_ids, -100)
+        if "special_tokens_mask" in examples[0]:
+            special, _ = _pad([e["special_tokens_mask"] for e in examples], 1)
+        else:
+            ids = set(self.tokenizer.all_special_ids)
+            special = torch.tensor([[int(t in ids) for t in row] for row in input_ids.tolist()])
+        special = special.bool() | (attention_mask == 0)
+        u = self.draws(examples, input_ids.shape[1])
+        if self.whole_word:
+            word_start, _ = _pad([e["word_start"] for e in examples], 1)
+            words = torch.cumsum(word_start, dim=1) - 1  # word number of each token; row i's words take the first
+            chosen = u[:, 0, :].gather(1, words.clamp(max=u.shape[2] - 1))  # uniforms of its row (fewer than tokens)
+            selected = (chosen < self.probability) & ~special
+        else:
+            selected = (u[:, 0, :] < self.probability) & ~special
+        how = u[:, 1, :]
+        labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
         masked = input_ids.clone()
-        special_ids = set(self.tokenizer.all_special_ids)
-        for i, (example, key) in enumerate(zip(examples, batch_keys(examples))):
-            ids = torch.as_tensor(example["input_ids"], dtype=torch.long)
-            if "special_tokens_mask" in example:
-                special = torch.as_tensor(example["special_tokens_mask"], dtype=torch.bool)
-            else:
-                special = torch.tensor([t in special_ids for t in example["input_ids"]], dtype=torch.bool)
-            word_start = torch.as_tensor(example["word_start"], dtype=torch.long) if self.whole_word else None
-            n = ids.shape[0]
-            masked[i, :n], labels[i, :n] = self.mask_one(ids, special, word_start, key)
+        as_random = selected & (how >= self.mask_share) & (how < self.mask_share + self.random_share)
+        masked[selected & (how < self.mask_share)] = self.mask_token_id
+        random_ids = (u[:, 2, :] * self.vocab_size).long().clamp(max=self.vocab_size - 1)
+        masked[as_random] = random_ids[as_random]
         return {"input_ids": masked, "attention_mask": attention_mask, "labels": labels}

@@ -183,7 +183,15 @@ class TrainConfig:
     save_total_limit: int | None = 2
     """Keep at most this many checkpoints (None: all)."""
     resume: str | None = None
-    """Resume from a checkpoint: `auto` (the newest in output_dir) or a checkpoint folder."""
+    """Resume from a checkpoint: `auto` (the newest in output_dir whose files match its manifest) or a checkpoint
+    folder."""
+    resume_changed: bool = False
+    """Resume even though the recipe changed since the checkpoint was written (other data, model, objective, global
+    batch...); without it such a resume is refused with the list of changes."""
+    collective_timeout: int = 1800
+    """Seconds a process waits in a collective (all-reduce, barrier) for the others before the run stops with the
+    ranks that fell behind named: a stalled or lost process ends the run instead of hanging it. Long enough for a
+    large model's checkpoint save on a GPU cluster (torch's default is the same 30 minutes)."""
     overwrite: bool = False
     """Allow writing into a non-empty output_dir (its old checkpoints are removed)."""
     eval_before_training: bool = False
@@ -345,6 +353,7 @@ def _validate_train(t: TrainConfig) -> list[str]:
     positive("eval_steps", t.eval_steps, allow_none=True)
     positive("save_steps", t.save_steps)
     positive("save_total_limit", t.save_total_limit, allow_none=True)
+    positive("collective_timeout", t.collective_timeout)
     if t.weight_decay < 0:
         problems.append(f"train.weight_decay: {t.weight_decay} must be >= 0")
     if not 0.0 <= t.warmup_ratio < 1.0:

@@ -54,3 +54,23 @@ class Interrupted(HfkitError):
     """SIGTERM/SIGINT stopped training after saving a checkpoint; exit code 130."""
 
     exit_code = 130
+
+
+class Preempted(HfkitError):
+    """SIGUSR1 (what SLURM sends before a time limit with --signal) stopped training after saving a checkpoint;
+    exit code 75 (EX_TEMPFAIL: try again), for a job script to requeue on."""
+
+    exit_code = 75
+
+
+class DiskFull(HfkitError):
+    """A checkpoint or the final model did not fit on the disk; exit code 1."""
+
+    exit_code = 1
+
+
+class ProcessLost(HfkitError):
+    """Another process of a distributed run died or stopped answering (a collective failed or timed out); exit code
+    1, so that torchrun --max-restarts restarts the job."""
+
+    exit_code = 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .checkpoints import holds_output_dir
 from .config import FinetuneConfig, save_yaml
 from .errors import ConfigError, ModelError
 from .flops import mfu_metrics
@@ -103,7 +104,7 @@ def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
     task, method = get_task(cfg.task, cfg), METHODS[cfg.adaptation]
     check_method(cfg, task)
     task.check_supported(cfg)
-    resume_from, state = start_run(cfg, cfg.model.path)
+    resume_from, state, recipe = start_run(cfg, cfg.model.path)
     with state.main_process_first():  # the main process reads and tokenizes first; the others reuse its cache
         tokenizer = load_tokenizer_for(cfg)
         splits, info = task.load_data(cfg, tokenizer)
@@ -131,7 +132,7 @@ def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
     if state.is_main_process:
         save_yaml(cfg, Path(cfg.output_dir) / "hfkit.yaml")
     start = time.perf_counter()
-    train_output = method.train(trainer, cfg, resume_from)
+    train_output = method.train(trainer, cfg, resume_from, recipe)
     wall = time.perf_counter() - start
     metrics = {"method": cfg.method, **task.run_facts(cfg), "features_cached": cached, **found,
                "metric_for_best": cfg.train.metric_for_best}
@@ -144,6 +145,9 @@ def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
     finish_run(trainer, cfg.output_dir, save=save, metrics=metrics, card=task.card(cfg, info, cfg.output_dir),
                plot_metric=f"eval_{cfg.train.metric_for_best}")
     return RunResult(output_dir=Path(cfg.output_dir), metrics=metrics, config=cfg)
+
+
+run = holds_output_dir(run)  # the output_dir lock (start_run) is released however run ends
 
 
 def trained_rows(trainer, encoded, lengths: list[int], cfg: FinetuneConfig) -> tuple[list[int], bool]:

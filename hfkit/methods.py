@@ -139,23 +139,24 @@ def cache_features(model, encoded, collator, cfg, log):
     return encoded, feature_collator, True
 
 
-def fit(trainer, cfg, resume_from):
-    """Train (resumable, stopped safely on a signal or a non-finite loss); the Trainer's TrainOutput."""
+def fit(trainer, cfg, resume_from, recipe=None):
+    """Train (resumable, stopped safely on a signal or a non-finite loss); the Trainer's TrainOutput. `recipe`: the
+    config as the run started (checkpoints record it)."""
     from .training import train_safely
 
-    return train_safely(trainer, resume_from, cfg.output_dir)
+    return train_safely(trainer, resume_from, cfg.output_dir, config=recipe)
 
 
-def fit_frozen(trainer, cfg, resume_from):
+def fit_frozen(trainer, cfg, resume_from, recipe=None):
     """A linear head on cached pooled features is solved (solver.py); any other frozen head trains by epochs."""
     if cfg.head_solved:
         from .solver import solve_frozen_head
 
         return solve_frozen_head(trainer, cfg)
-    return fit(trainer, cfg, resume_from)
+    return fit(trainer, cfg, resume_from, recipe)
 
 
-def no_training(trainer, cfg, resume_from):
+def no_training(trainer, cfg, resume_from, recipe=None):
     return None
 
 

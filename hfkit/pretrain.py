@@ -14,6 +14,7 @@ import math
 import time
 from pathlib import Path
 
+from .checkpoints import holds_output_dir
 from .config import PretrainConfig, save_yaml
 from .errors import ModelError
 from .flops import mfu_metrics
@@ -129,7 +130,7 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
 
     output_dir = cfg.output_dir
     objective = get_objective(cfg.objective)
-    resume_from, state = start_run(cfg, cfg.model.path)
+    resume_from, state, recipe = start_run(cfg, cfg.model.path)
     streaming = cfg.data.streaming
     with state.main_process_first():  # the main process reads, trains the tokenizer and tokenizes; the rest reuse
         if streaming:
@@ -181,7 +182,7 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
             log("before training: " + ", ".join(f"{k} {v:.4g}" for k, v in extra.items()))
 
     start = time.perf_counter()
-    train_output = train_safely(trainer, resume_from, output_dir)
+    train_output = train_safely(trainer, resume_from, output_dir, config=recipe)
     wall = time.perf_counter() - start
     metrics.update({k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))})
     metrics["train_loss"] = finite_or_none(train_output.training_loss)
@@ -222,3 +223,6 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
 
     finish_run(trainer, output_dir, save=save, metrics=metrics, card=card)
     return RunResult(output_dir=Path(output_dir), metrics=metrics, config=cfg)
+
+
+run = holds_output_dir(run)  # the output_dir lock (start_run) is released however run ends

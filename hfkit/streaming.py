@@ -215,7 +215,31 @@ def streaming_trainer(**kwargs):
     from accelerate.data_loader import DataLoaderShard
     from transformers import Trainer
 
+    from transformers import TrainerCallback
+
+    class RestoreRandomState(TrainerCallback):
+        """The Trainer restores the saved RNG states only when it fast-forwards the data (not here): restore them
+        at the first step, after the data loader's iterator has drawn its base seed from the global generator, so
+        dropout continues the interrupted run's draws."""
+
+        def __init__(self, trainer):
+            self.trainer = trainer
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self.trainer.resuming_from:
+                self.trainer._load_rng_state(self.trainer.resuming_from)
+                self.trainer.resuming_from = None
+
     class StreamingTrainer(Trainer):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.resuming_from = None
+            self.add_callback(RestoreRandomState(self))
+
+        def train(self, resume_from_checkpoint=None, *a, **kw):
+            self.resuming_from = resume_from_checkpoint
+            return super().train(resume_from_checkpoint, *a, **kw)
+
         def get_train_dataloader(self):
             return DataLoaderShard(self.train_dataset, batch_size=self._train_batch_size, collate_fn=self.data_collator,
                                    num_workers=0, pin_memory=self.args.dataloader_pin_memory)

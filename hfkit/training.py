@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checkpoints import CHECKPOINT_PREFIX, checkpoints, resumable  # noqa: F401 (re-exported)
 from .console import is_main_process, log  # noqa: F401 (re-exported: recipes log through training)
 from .errors import OutputDirError
 
-CHECKPOINT_PREFIX = "checkpoint-"
 
 
 @dataclass
@@ -27,19 +27,6 @@ class RunResult:
     config: Any = field(repr=False, default=None)
 
 
-def checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints, oldest first (a checkpoint is complete once trainer_state.json is written)."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        step = p.name.removeprefix(CHECKPOINT_PREFIX)
-        if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and step.isdigit() and (p / "trainer_state.json").is_file():
-            found.append((int(step), p))
-    return [p for _, p in sorted(found)]
-
-
 def check_output_dir(output_dir: str | Path, *, overwrite: bool, resume: str | None) -> str | None:
     """Refuse to clobber a non-empty run directory; return the checkpoint to resume from (or None).
 
@@ -49,17 +36,7 @@ def check_output_dir(output_dir: str | Path, *, overwrite: bool, resume: str | N
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"output_dir: '{out}' is a file; choose a folder path")
-    resume_from = None
-    if resume == "auto":
-        found = checkpoints(out)
-        if found:
-            resume_from = str(found[-1])
-        else:
-            log(f"train.resume=auto: no checkpoint in {out} yet; starting from scratch")
-    elif resume:
-        if not (Path(resume) / "trainer_state.json").is_file():
-            raise OutputDirError(f"train.resume: '{resume}' is not a complete Trainer checkpoint (no trainer_state.json)")
-        resume_from = resume
+    resume_from = resumable(resume, out)
     non_empty = out.is_dir() and any(out.iterdir())
     # resume=auto on a folder with no checkpoint and no final model: an earlier attempt that died early.
     restarting = resume == "auto" and not _has_model(out)
@@ -70,11 +47,16 @@ def check_output_dir(output_dir: str | Path, *, overwrite: bool, resume: str | N
 
 
 def claim_output_dir(output_dir: str | Path, *, overwrite: bool, resume_from: str | None) -> None:
-    """Create the run directory; when overwriting (not resuming), drop its old checkpoints first."""
+    """Create the run directory; when overwriting (not resuming), drop its old checkpoints first; when resuming, drop
+    the unfinished or damaged checkpoints newer than the one resumed (this run writes those steps again)."""
+    from .checkpoints import drop_newer
+
     out = Path(output_dir)
     if overwrite and resume_from is None and is_main_process():
         for old in out.glob(CHECKPOINT_PREFIX + "*"):
             shutil.rmtree(old, ignore_errors=True)
+    if not overwrite and is_main_process():  # resuming, or restarting after no checkpoint verified
+        drop_newer(out, resume_from)
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -160,6 +142,7 @@ def training_arguments(t, output_dir: str | Path, *, has_eval: bool, save_with_e
         dataloader_num_workers=t.dataloader_num_workers,
         report_to=report_to or "none",
         ddp_find_unused_parameters=False,
+        ddp_timeout=t.collective_timeout,
         optim=OPTIMIZERS[t.optimizer],
         torch_compile=getattr(t, "compile", False),
         **eval_kwargs,
@@ -224,6 +207,52 @@ def save_final(save: "callable", output_dir: str | Path) -> None:
     tmp.rmdir()
 
 
+def disk_full_error(error: Exception, output_dir: str | Path, trainer=None, final: bool = False):
+    """An HfkitError naming the path and the space needed when `error` is a full disk (ENOSPC) or a file-size limit
+    (EFBIG), whichever way the writer reports it (OSError, safetensors' error, torch.save's RuntimeError), else None.
+    The unfinished checkpoint (no manifest) is removed, freeing what it took; older checkpoints and a previous final
+    model are not touched. final: the error came from writing the final model."""
+    import errno
+
+    from .checkpoints import checkpoint_folders, checkpoints, read_manifest
+    from .errors import DiskFull
+
+    code = getattr(error, "errno", None)
+    text = str(error)
+    if code == errno.ENOSPC or "No space left on device" in text:
+        cause = "no space left on the device"
+    elif code == errno.EFBIG or "File too large" in text:
+        cause = "the file-size limit (ulimit -f) was hit"
+    elif "file write failed" in text or "unexpected pos" in text:  # torch.save's zip writer hides the errno
+        cause = None  # decided below from the free space
+    else:
+        return None
+    complete = checkpoints(output_dir)
+    unfinished = None
+    for folder in checkpoint_folders(output_dir):
+        if folder not in complete and is_main_process():
+            unfinished = folder
+            shutil.rmtree(folder, ignore_errors=True)
+    path = output_dir if final else getattr(error, "filename", None) or unfinished or output_dir
+    need = None
+    if complete and not final:
+        manifest = read_manifest(complete[-1]) or {}
+        need = sum(f["bytes"] for f in manifest.get("files", {}).values())
+        what = f"a checkpoint needs about {need / 2**20:,.1f} MiB (the size of {complete[-1].name})"
+    elif trainer is not None:
+        need = sum(p.numel() * p.element_size() for p in trainer.model.parameters())
+        what = f"the model's weights take {need / 2**20:,.1f} MiB"
+    else:
+        what = "more room is needed"
+    free = shutil.disk_usage(Path(output_dir) if Path(output_dir).exists() else Path(output_dir).parent).free
+    if cause is None:
+        cause = "no space left on the device" if need is not None and free < need else \
+            "the disk refused a write (full, or a file-size limit)"
+    kept = f"; the last good checkpoint is {complete[-1]}" if complete else ""
+    return DiskFull(f"{cause} writing {path}: {what}, {free / 2**20:,.1f} MiB are free there{kept}. Free space (or "
+                    "lower train.save_total_limit) and continue with train.resume=auto")
+
+
 def weights_sharded(trainer) -> bool:
     """Each rank holds only a shard of the weights (FSDP, DeepSpeed ZeRO-3)."""
     return bool(getattr(trainer, "is_fsdp_enabled", False)) or (
@@ -268,17 +297,27 @@ def finish_run(trainer, output_dir: str | Path, *, save, metrics: dict, card: tu
     lines, load snippet)."""
     final, state_dict = final_weights(trainer)
     if trainer.is_world_process_zero():
-        save_final(lambda folder: save(final, state_dict, folder), output_dir)
+        try:
+            save_final(lambda folder: save(final, state_dict, folder), output_dir)
+        except Exception as e:
+            shutil.rmtree(Path(output_dir) / FINAL_TMP, ignore_errors=True)  # the half-written copy, never the old model
+            full = disk_full_error(e, output_dir, trainer, final=True)
+            if full is None:
+                raise
+            raise full from e
         write_json(Path(output_dir) / "metrics.json", metrics)
         draw_run(trainer, output_dir, plot_metric)
         title, lines, snippet = card
         write_model_card(output_dir, title=title, lines=lines, load_snippet=snippet,
                          metrics={k: v for k, v in metrics.items() if not k.endswith("_report")})
+        from .ranks import FOLDER
+
+        shutil.rmtree(Path(output_dir) / FOLDER, ignore_errors=True)  # heartbeats matter only while training
     log(f"done: {output_dir}")
 
 
 def safety_callback():
-    """A TrainerCallback that (1) on SIGTERM/SIGINT saves a checkpoint at the end of the current step and stops,
+    """A TrainerCallback that (1) on SIGTERM/SIGINT/SIGUSR1 saves a checkpoint at the end of the current step and stops,
     (2) stops when a logged loss is NaN/inf, and refuses to write a checkpoint of non-finite weights."""
     import signal
 
@@ -298,7 +337,7 @@ def safety_callback():
             self.signal_name = signal.Signals(signum).name
 
         def on_train_begin(self, args, state, control, **kwargs):
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 try:
                     self._previous[sig] = signal.signal(sig, self._handler)
                 except ValueError:  # not the main thread (e.g. some notebook runners): no handler
@@ -319,7 +358,7 @@ def safety_callback():
                 torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
                 stop = bool(flag.item())
                 if stop and not self.signal_name:
-                    self.signal_name = "SIGTERM/SIGINT (to another process of the run)"
+                    self.signal_name = "a signal to another process of the run"
             if stop:
                 self.stopped = True
                 control.should_save = True
@@ -342,13 +381,37 @@ def safety_callback():
     return Safety()
 
 
-def train_safely(trainer, resume_from: str | None, output_dir: str | Path):
-    """trainer.train with the safety callback; raises HfkitError subclasses that say what was kept."""
-    from .errors import Interrupted, TrainingFailed
+def train_safely(trainer, resume_from: str | None, output_dir: str | Path, config: dict | None = None):
+    """trainer.train with the safety callback and checkpoint manifests (`config`, the resolved recipe, goes into each
+    one); raises HfkitError subclasses that say what was kept.
+
+    train.save_total_limit is applied by the manifest callback, after the new checkpoint is complete, instead of by
+    the Trainer (which removes old checkpoints before it returns from the save, when nothing yet says the new one is
+    whole)."""
+    from .checkpoints import manifest_callback
+    from .errors import Interrupted, Preempted, TrainingFailed
+
+    from .errors import ProcessLost
+    from .ranks import collective_failure, diagnose, heartbeat_callback
 
     safety = safety_callback()
     trainer.add_callback(safety)
-    output = trainer.train(resume_from_checkpoint=resume_from)
+    trainer.add_callback(heartbeat_callback(output_dir))
+    keep, trainer.args.save_total_limit = trainer.args.save_total_limit, None
+    trainer.add_callback(manifest_callback(keep, config))  # last: after every callback that writes into checkpoints
+    try:
+        output = trainer.train(resume_from_checkpoint=resume_from)
+    except Exception as e:
+        kind = collective_failure(e) if trainer.args.world_size > 1 else None
+        if kind:  # a peer died or went silent: name it, in one line
+            raise ProcessLost(diagnose(output_dir, trainer.args.world_size, trainer.args.process_index, kind,
+                                       trainer.args.ddp_timeout)) from e
+        full = disk_full_error(e, output_dir, trainer)
+        if full is None:
+            raise
+        raise full from e
+    finally:
+        trainer.args.save_total_limit = keep
     if safety.bad_loss:
         step, loss = safety.bad_loss
         kept = checkpoints(output_dir)
@@ -358,13 +421,17 @@ def train_safely(trainer, resume_from: str | None, output_dir: str | Path):
     if safety.stopped:
         trainer.accelerator.wait_for_everyone()  # every rank has written its part of the checkpoint before any exits
         kept = checkpoints(output_dir)
+        if safety.signal_name == "SIGUSR1":
+            raise Preempted(f"stopped by SIGUSR1 (a scheduler's warning before a time limit) at step "
+                            f"{trainer.state.global_step}; checkpoint saved ({kept[-1] if kept else 'none'}); exit "
+                            f"{Preempted.exit_code} to requeue: the same command with train.resume=auto continues")
         raise Interrupted(f"stopped by {safety.signal_name} at step {trainer.state.global_step}; checkpoint saved "
                           f"({kept[-1] if kept else 'none'}); continue with train.resume=auto (or --resume)")
     return output
 
 
 # --------------------------------------------------------------------------------------------- distributed
-def distributed_state():
+def distributed_state(timeout_seconds: int | None = None):
     """Accelerate's process state (torchrun / accelerate launch set the env; one process otherwise).
 
     Created before TrainingArguments so that data preparation can run on the main process first; on a machine
@@ -377,7 +444,12 @@ def distributed_state():
 
     if not torch.cuda.is_available():  # what DeepSpeed (which Accelerate imports) picks anyway, without its warning
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    return PartialState(cpu=not torch.cuda.is_available())
+    kwargs = {}
+    if timeout_seconds:  # how long a collective waits for the other processes (train.collective_timeout)
+        from datetime import timedelta
+
+        kwargs["timeout"] = timedelta(seconds=timeout_seconds)
+    return PartialState(cpu=not torch.cuda.is_available(), **kwargs)
 
 
 def shared_folder(output_dir: str | Path, name: str) -> Path:
@@ -412,7 +484,8 @@ def ranks_in_sync(trainer) -> bool | None:
 
 
 def start_run(cfg, model_path: str | None):
-    """What every recipe does first, cheapest checks before any data work: (resume_from, distributed state).
+    """What every recipe does first, cheapest checks before any data work: (resume_from, distributed state, the
+    recipe as given: what checkpoints record, to compare a later resume with before the run derives settings).
 
     Checks the output directory and the model folder, seeds, and derives the accumulation steps from
     train.global_batch_size and the world size (hfkit.yaml later records the derived value).
@@ -421,17 +494,33 @@ def start_run(cfg, model_path: str | None):
 
     from .models import check_local_model_dir, resolve_model_path
 
+    from dataclasses import asdict as to_dict  # config.to_dict (config imports the recipes that import this module)
+
+    from .checkpoints import lock_output_dir, recipe_changes
+    from .errors import ConfigError
+
+    lock_output_dir(cfg.output_dir, int(os.environ.get("RANK", "0")))
     resume_from = check_output_dir(cfg.output_dir, overwrite=cfg.train.overwrite, resume=cfg.train.resume)
     if resume_from:
         log(f"resuming from {resume_from}")
     set_seed(cfg.train.seed)
     if model_path:
         check_local_model_dir(resolve_model_path(model_path))
-    state = distributed_state()
+    state = distributed_state(cfg.train.collective_timeout)
     check_sharding_possible(state)
     quiet_deepspeed()
     derive_accumulation(cfg.train, state.num_processes)
-    return resume_from, state
+    if resume_from:
+        t = cfg.train
+        changes = recipe_changes(resume_from, to_dict(cfg),
+                                 t.batch_size * t.gradient_accumulation_steps * state.num_processes)
+        if changes and not t.resume_changed:
+            raise ConfigError(f"train.resume: the recipe changed since {Path(resume_from).name} was written: "
+                              f"{'; '.join(changes)}; undo the changes, or pass train.resume_changed=true to resume "
+                              "with them")
+        if changes:
+            log(f"train.resume_changed: resuming with {'; '.join(changes)}")
+    return resume_from, state, to_dict(cfg)
 
 
 def check_sharding_possible(state) -> None:

@@ -19,7 +19,7 @@ def main(config_path: str, out_prefix: str) -> None:
     from hfkit.training import start_run
 
     cfg = hfkit.load_config("pretrain", json.loads(open(config_path).read()))
-    _, state = start_run(cfg, None)
+    _, state, _ = start_run(cfg, None)
     corpus = load_corpus(cfg.data, seed=cfg.train.seed)
     tokenizer = pretrain.build_tokenizer(cfg, corpus["train"])
     lm = pretrain.build_datasets(cfg, corpus, tokenizer)

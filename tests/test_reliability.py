@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import hfkit
-from hfkit.errors import TrainingFailed
+from hfkit.errors import DiskFull, TrainingFailed
 
 from conftest import tiny_overrides
 
@@ -81,7 +81,7 @@ def test_crash_during_final_save_leaves_nothing_loadable(tmp_path, corpus_file, 
 
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", broken_save)
     out = tmp_path / "crash"
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFull, match="no space left on the device writing"):
         hfkit.pretrain(tiny_overrides("mlm", corpus_file, out, **{"train.max_steps": 4, "train.save_steps": 2}))
     assert not (out / "config.json").exists() and not (out / "model.safetensors").exists()
     with pytest.raises((OSError, ValueError)):  # transformers: no config.json -> not a model folder
@@ -113,18 +113,30 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus_file
     assert not (out / "config.json").exists()
 
 
-def test_resume_auto_picks_the_newest_complete_checkpoint(tmp_path):
+def test_resume_auto_picks_the_newest_checkpoint_that_verifies(tmp_path, capsys):
+    from hfkit.checkpoints import write_manifest
     from hfkit.errors import OutputDirError
     from hfkit.training import check_output_dir
 
-    for step, complete in ((5, True), (10, True), (15, False)):  # 15: killed while being written
+    for step, state in ((5, "whole"), (10, "whole"), (15, "corrupt"), (20, "truncated"), (25, "unfinished")):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
-        (folder / "model.safetensors").write_bytes(b"x")
-        if complete:
-            (folder / "trainer_state.json").write_text("{}")
+        (folder / "model.safetensors").write_bytes(bytes(range(256)) * 4)
+        (folder / "trainer_state.json").write_text("{}")
+        if state != "unfinished":  # killed while being written: files, but no manifest yet
+            write_manifest(folder, step=step)
+        if state == "corrupt":
+            data = bytearray((folder / "model.safetensors").read_bytes())
+            data[100] ^= 0xFF
+            (folder / "model.safetensors").write_bytes(bytes(data))
+        if state == "truncated":
+            (folder / "model.safetensors").write_bytes(bytes(range(256)))
     assert check_output_dir(tmp_path, overwrite=False, resume="auto") == str(tmp_path / "checkpoint-10")
-    with pytest.raises(OutputDirError, match="not a complete Trainer checkpoint"):
+    said = capsys.readouterr().err
+    assert "skipping checkpoint-25: no manifest (its save did not finish)" in said
+    assert "skipping checkpoint-20: model.safetensors has 256 bytes where 1,024 were written" in said
+    assert "skipping checkpoint-15: model.safetensors does not match its checksum (corrupted)" in said
+    with pytest.raises(OutputDirError, match="checkpoint-15' is damaged: model.safetensors does not match"):
         check_output_dir(tmp_path, overwrite=False, resume=str(tmp_path / "checkpoint-15"))
     with pytest.raises(OutputDirError, match="is not empty"):
         check_output_dir(tmp_path, overwrite=False, resume=None)

@@ -104,7 +104,7 @@ def test_masked_lm_sigkill_then_resume_is_bit_identical_with_dropout(tmp_path, c
     proc = subprocess.Popen([sys.executable, "-m", "hfkit", *args, f"output_dir={out}"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (out / "checkpoint-20" / "trainer_state.json").exists():
+    while not (out / "checkpoint-20" / "hfkit-manifest.json").exists():
         assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
@@ -113,6 +113,7 @@ def test_masked_lm_sigkill_then_resume_is_bit_identical_with_dropout(tmp_path, c
     resumed = subprocess.run([sys.executable, "-m", "hfkit", *args, f"output_dir={out}", "train.resume=auto"],
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr
     a, b = weights_of(tmp_path / "a"), weights_of(out)
     assert a.keys() == b.keys()
     for name in a:

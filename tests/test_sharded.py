@@ -147,7 +147,7 @@ def test_sharded_killed_run_resumes_to_the_uninterrupted_weights(config, tmp_pat
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     try:
-        while not (killed / "checkpoint-20" / "trainer_state.json").exists():
+        while not (killed / "checkpoint-20" / "hfkit-manifest.json").exists():
             assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
             time.sleep(0.02)
     finally:
