@@ -81,6 +81,22 @@ def run(args: list[str], procs: int, timeout: float = 900) -> None:
         raise RuntimeError(f"{' '.join(args[:2])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a launcher and every process under it at once, as a lost node would (torchrun's workers do not all
+    stay in its process group)."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    for p in [*parent.children(recursive=True), parent]:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+
+
 def killed_then_resumed(args: list[str], out: Path, procs: int) -> int:
     """Start the run, SIGKILL its process group once checkpoint-SAVE is complete, resume; the resumed-from step."""
     proc = subprocess.Popen(launch(args, procs), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -91,10 +107,10 @@ def killed_then_resumed(args: list[str], out: Path, procs: int) -> int:
         if proc.poll() is not None:
             raise RuntimeError(f"ended before its first checkpoint:\n{proc.stderr.read()[-3000:]}")
         if time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_tree(proc.pid)
             raise RuntimeError("no checkpoint in 900 s")
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
+    kill_tree(proc.pid)
     proc.wait()
     if (out / "metrics.json").exists():
         raise RuntimeError("the run finished before it could be killed; raise STEPS")
@@ -107,7 +123,6 @@ def killed_then_resumed(args: list[str], out: Path, procs: int) -> int:
 
 
 def max_diff(a: Path, b: Path) -> float:
-    import torch
     from safetensors.torch import load_file
 
     files = sorted(p.relative_to(a) for p in a.rglob("*.safetensors") if "checkpoint-" not in str(p.relative_to(a)))

@@ -87,3 +87,21 @@ def clm_run(tmp_path_factory, corpus_file):
 
     out = tmp_path_factory.mktemp("runs") / "clm"
     return hfkit.pretrain(tiny_overrides("clm", corpus_file, out))
+
+
+def signal_once_training(args: list[str], sig) -> tuple[int, str]:
+    """Run `hfkit ARGS`, send `sig` once training has started (its first logged loss: the handler is installed),
+    and return (exit code, everything it printed)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "hfkit", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "'loss'" in line:
+            proc.send_signal(sig)
+            break
+    lines.append(proc.communicate(timeout=120)[0])
+    return proc.returncode, "".join(lines)

@@ -19,6 +19,8 @@ import torch
 
 from hfkit.checkpoints import MANIFEST, verify
 
+from conftest import signal_once_training
+
 STEPS = ["train.max_steps=60", "train.save_steps=10"]
 
 
@@ -178,6 +180,7 @@ def test_a_full_disk_during_a_checkpoint_and_during_the_final_save(small_disk, c
     AutoModelForMaskedLM.from_pretrained(out)
 
 
+@pytest.mark.slow  # ~30 s
 def test_a_second_run_on_the_same_output_dir_is_refused(tmp_path, corpus_file, mlm_run):
     out = tmp_path / "shared"
     args = mlm_args(corpus_file, mlm_run.output_dir, out, "train.max_steps=100000", "train.save_steps=100000")
@@ -228,16 +231,8 @@ def test_sigusr1_saves_and_exits_for_the_scheduler_to_requeue(tmp_path, corpus_f
     out = tmp_path / "usr1"
     args = mlm_args(corpus_file, mlm_run.output_dir, out, "train.max_steps=100000", "train.save_steps=100000",
                     "train.resume=auto")  # the command a requeued job runs again, unchanged
-    proc = subprocess.Popen([sys.executable, "-m", "hfkit", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "'loss'" in line:  # training has started: the handler is installed
-            proc.send_signal(signal.SIGUSR1)
-            break
-    rest = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 75, "".join(lines) + rest
+    code, rest = signal_once_training(args, signal.SIGUSR1)
+    assert code == 75, rest
     last = error_line(rest)
     assert last.startswith("error: stopped by SIGUSR1") and "exit 75 to requeue" in last and "Traceback" not in rest
     (saved,) = out.glob("checkpoint-*")
@@ -280,6 +275,7 @@ def wait_for_text(log_path: Path, text: str, proc, timeout: float) -> float:
     return time.time() - start
 
 
+@pytest.mark.slow  # ~70 s: three 2-process runs
 @pytest.mark.distributed
 def test_a_killed_process_stops_the_other_and_the_same_command_resumes_exactly(tmp_path, corpus_file, mlm_run):
     """One of two processes SIGKILLed after a checkpoint: the other stops within 60 s with one line naming it; the

@@ -7,16 +7,14 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 
 import hfkit
 from hfkit.errors import DiskFull, TrainingFailed
 
-from conftest import tiny_overrides
+from conftest import signal_once_training, tiny_overrides
 
 GPT_NO_DROPOUT = "model.overrides={resid_pdrop: 0.0, embd_pdrop: 0.0, attn_pdrop: 0.0}"
 
@@ -25,11 +23,6 @@ def clm_args(corpus, tokenizer_dir, out, *extra):
     return ["pretrain", "gpt2-clm-tiny", f"data.train={corpus}", f"output_dir={out}", f"tokenizer.path={tokenizer_dir}",
             GPT_NO_DROPOUT, "data.block_size=32", "data.validation_split=0", "train.batch_size=8",
             "train.logging_steps=1", "train.report_to=[]", "train.save_total_limit=null", *extra]
-
-
-def start(args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "hfkit", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **kwargs)
 
 
 def weights(folder: Path) -> dict:
@@ -45,15 +38,9 @@ def tokenizer_dir(clm_run):
 
 def test_sigterm_saves_a_resumable_checkpoint(tmp_path, corpus_file, tokenizer_dir):
     out = tmp_path / "term"
-    proc = start(clm_args(corpus_file, tokenizer_dir, out, "train.max_steps=100000", "train.save_steps=100000"))
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "'loss'" in line:  # training has started: the handler is installed
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, "".join(lines) + rest
+    code, rest = signal_once_training(clm_args(corpus_file, tokenizer_dir, out, "train.max_steps=100000",
+                                               "train.save_steps=100000"), signal.SIGTERM)
+    assert code == 130, rest
     assert "stopped by SIGTERM" in rest and "train.resume=auto" in rest and "Traceback" not in rest
     saved = [p for p in out.iterdir() if p.name.startswith("checkpoint-")]
     assert len(saved) == 1 and (saved[0] / "trainer_state.json").is_file()

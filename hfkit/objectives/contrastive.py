@@ -90,6 +90,11 @@ def encoder_class():
             super().__init__()
             self.encoder, self.pooling, self.temperature = encoder, pooling, temperature
             self.config = encoder.config
+            # embed() reads last_hidden_state only: a pooler layer (BERT's) gets no gradient, and DDP, which hfkit
+            # runs without the unused-parameter scan, fails at the second step on a parameter that never got one.
+            pooler = getattr(encoder, "pooler", None)
+            if pooler is not None:
+                pooler.requires_grad_(False)
 
         def embed(self, input_ids, attention_mask, token_type_ids=None):
             extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
