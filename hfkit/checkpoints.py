@@ -140,7 +140,7 @@ def rotate(output_dir: str | Path, keep: int | None, best: str | None) -> None:
         return
     newest = complete[-1]
     protected = {newest.resolve()} | ({Path(best).resolve()} if best else set())
-    doomed = [p for p in complete[:-keep]] if keep else []
+    doomed = list(complete[:-keep]) if keep else []
     doomed += [p for p in checkpoint_folders(output_dir) if not (p / MANIFEST).is_file()
                and int(p.name.removeprefix(CHECKPOINT_PREFIX)) < int(newest.name.removeprefix(CHECKPOINT_PREFIX))]
     for folder in doomed:
@@ -203,19 +203,15 @@ def recipe_changes(checkpoint: str | Path, config: dict, global_batch: int) -> l
 _held: list = []  # the open lock files of this process (released when it exits, however it exits)
 
 
-def lock_output_dir(output_dir: str | Path, rank: int) -> None:
-    """Hold an exclusive lock for (output_dir, rank) until this process ends: a second run on the same output_dir
-    is refused at once instead of interleaving its checkpoints with the first one's. The lock lives in hfkit's cache
-    (nothing is written into output_dir); the kernel releases it when the process dies, even by SIGKILL."""
+def lock_output_dir(output_dir: str | Path, path: Path) -> None:
+    """Hold an exclusive lock on the file `path` (one per output_dir and rank: training.shared_folder) until this
+    process ends: a second run on the same output_dir is refused at once instead of interleaving its checkpoints with
+    the first one's. Nothing is written into output_dir; the kernel releases the lock when the process dies, even by
+    SIGKILL."""
     import fcntl
-
-    import hashlib
 
     from .errors import OutputDirError
 
-    key = hashlib.sha256(str(Path(output_dir).resolve()).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("HFKIT_CACHE") or Path.home() / ".cache" / "hfkit")  # data.default_cache_dir
-    path = cache / "locks" / f"{key}-rank{rank}"
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+")
     try:

@@ -71,6 +71,6 @@ class DiskFull(HfkitError):
 
 class ProcessLost(HfkitError):
     """Another process of a distributed run died or stopped answering (a collective failed or timed out); exit code
-    1, so that torchrun --max-restarts restarts the job."""
+    1: the same command run again (a requeued job) resumes from the last good checkpoint."""
 
     exit_code = 1

@@ -213,9 +213,7 @@ def streaming_trainer(**kwargs):
     """A Trainer that reads the stream as it is: each rank already holds its own share, so the DataLoader is not
     split again by Accelerate, and the Trainer does not fast-forward it on resume (the stream starts at its position)."""
     from accelerate.data_loader import DataLoaderShard
-    from transformers import Trainer
-
-    from transformers import TrainerCallback
+    from transformers import Trainer, TrainerCallback
 
     class RestoreRandomState(TrainerCallback):
         """The Trainer restores the saved RNG states only when it fast-forwards the data (not here): restore them

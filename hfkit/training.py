@@ -389,9 +389,7 @@ def train_safely(trainer, resume_from: str | None, output_dir: str | Path, confi
     the Trainer (which removes old checkpoints before it returns from the save, when nothing yet says the new one is
     whole)."""
     from .checkpoints import manifest_callback
-    from .errors import Interrupted, Preempted, TrainingFailed
-
-    from .errors import ProcessLost
+    from .errors import Interrupted, Preempted, ProcessLost, TrainingFailed
     from .ranks import collective_failure, diagnose, heartbeat_callback
 
     safety = safety_callback()
@@ -492,14 +490,13 @@ def start_run(cfg, model_path: str | None):
     """
     from transformers import set_seed
 
-    from .models import check_local_model_dir, resolve_model_path
-
-    from dataclasses import asdict as to_dict  # config.to_dict (config imports the recipes that import this module)
+    from dataclasses import asdict  # config.to_dict (config imports the recipes that import this module)
 
     from .checkpoints import lock_output_dir, recipe_changes
     from .errors import ConfigError
+    from .models import check_local_model_dir, resolve_model_path
 
-    lock_output_dir(cfg.output_dir, int(os.environ.get("RANK", "0")))
+    lock_output_dir(cfg.output_dir, shared_folder(cfg.output_dir, f"lock-rank{os.environ.get('RANK', '0')}"))
     resume_from = check_output_dir(cfg.output_dir, overwrite=cfg.train.overwrite, resume=cfg.train.resume)
     if resume_from:
         log(f"resuming from {resume_from}")
@@ -510,17 +507,17 @@ def start_run(cfg, model_path: str | None):
     check_sharding_possible(state)
     quiet_deepspeed()
     derive_accumulation(cfg.train, state.num_processes)
+    recipe = asdict(cfg)
     if resume_from:
         t = cfg.train
-        changes = recipe_changes(resume_from, to_dict(cfg),
-                                 t.batch_size * t.gradient_accumulation_steps * state.num_processes)
+        changes = recipe_changes(resume_from, recipe, t.batch_size * t.gradient_accumulation_steps * state.num_processes)
         if changes and not t.resume_changed:
             raise ConfigError(f"train.resume: the recipe changed since {Path(resume_from).name} was written: "
                               f"{'; '.join(changes)}; undo the changes, or pass train.resume_changed=true to resume "
                               "with them")
         if changes:
             log(f"train.resume_changed: resuming with {'; '.join(changes)}")
-    return resume_from, state, to_dict(cfg)
+    return resume_from, state, recipe
 
 
 def check_sharding_possible(state) -> None:
