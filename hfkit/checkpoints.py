@@ -28,7 +28,8 @@ SESSION_KEYS = {"output_dir", "train.resume", "train.resume_changed", "train.ove
                 "train.report_to", "train.eval_before_training", "train.dataloader_num_workers",
                 "train.collective_timeout", "train.batch_size", "train.gradient_accumulation_steps",
                 "train.global_batch_size", "train.eval_batch_size", "data.num_proc", "data.cache_dir",
-                "train.early_stopping_patience"}
+                "train.early_stopping_patience",
+                "data.on_error"}  # a run stopped at a malformed row (error) goes on past it (skip): same rows before it
 
 
 def checkpoint_folders(output_dir: str | Path) -> list[Path]:

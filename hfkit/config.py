@@ -91,6 +91,10 @@ class DataConfig:
     (for corpora larger than disk or RAM). Needs train.max_steps; evaluation uses data.validation only."""
     shuffle_buffer: int = 10_000
     """Streaming only: documents held in the shuffle buffer (shards are shuffled too; 0 keeps the file order)."""
+    on_error: Literal["error", "skip"] = "error"
+    """A malformed row in a .jsonl/.json/.csv/.tsv/.txt file (not JSON, a wrong field count, a text column holding a
+    number, a line that is not UTF-8): stop with its file and line (error), or skip it and count it in
+    metrics.json as data_rows_skipped (skip). Applies to data.train and data.validation, streamed or not."""
 
 
 @dataclass

@@ -285,9 +285,12 @@ def _looks_like_path(item: str) -> bool:
 
 
 def load_table(spec: str | list[str], *, key: str, sample_by: str = "line", dataset_config: str | None = None,
-               hub_split: str = "train", words: bool = False) -> list:
+               hub_split: str = "train", words: bool = False, on_error: str = "error",
+               text_column: str | None = None) -> list:
     """One `datasets.Dataset` per group of sources the spec names, columns as the files have them.
-    words: plain-text files (.txt .tsv) are word-per-line CoNLL files (token classification)."""
+    words: plain-text files (.txt .tsv) are word-per-line CoNLL files (token classification).
+    on_error: a malformed row stops with its file and line (error) or is skipped and counted (skip; rows.py);
+    text_column: a row whose text column holds a number, list or object is malformed too."""
     parts = []
     for builder, items in expand_paths(spec, key):
         if words and builder in ("text", "tsv"):
@@ -297,7 +300,7 @@ def load_table(spec: str | list[str], *, key: str, sample_by: str = "line", data
         elif builder == "hub":
             parts += [_load_hub(name, key, dataset_config, hub_split) for name in items]
         else:
-            parts.append(_load_files(builder, items, key, sample_by))
+            parts.append(_load_files(builder, items, key, sample_by, on_error, text_column))
     return parts
 
 
@@ -318,9 +321,10 @@ def concatenate(parts: list, key: str):
 
 
 def load_texts(spec: str | list[str], *, key: str, text_column: str, sample_by: str = "line",
-               dataset_config: str | None = None, hub_split: str = "train"):
+               dataset_config: str | None = None, hub_split: str = "train", on_error: str = "error"):
     """A `datasets.Dataset` with one column, `text`, from every source the spec names."""
-    parts = load_table(spec, key=key, sample_by=sample_by, dataset_config=dataset_config, hub_split=hub_split)
+    parts = load_table(spec, key=key, sample_by=sample_by, dataset_config=dataset_config, hub_split=hub_split,
+                       on_error=on_error, text_column=text_column)
     return concatenate([_select_text(part, text_column, key) for part in parts], key)
 
 
@@ -348,33 +352,53 @@ def _select_text(ds, text_column: str, key: str, columns: list[str] | None = Non
     return ds
 
 
-def _load_files(builder: str, files: list[str], key: str, sample_by: str):
-    from datasets import load_dataset
+def _load_files(builder: str, files: list[str], key: str, sample_by: str, on_error: str = "error",
+                text_column: str | None = None):
+    """datasets' fast reader; when it fails on a format rows.py reads line by line, the first malformed row is named
+    by file and line (on_error=error) or the rows are read from copies without the malformed ones (skip)."""
+    from .rows import clean_copies, line_readable
 
     if builder == "conll":
         return read_conll(files, key)
+    try:
+        ds = _read(builder, files, sample_by)
+        if not _mixed_text(ds, text_column):
+            return ds
+        failure = ValueError(f"column '{text_column}' holds values other than text")
+    except Exception as e:  # datasets wraps parser errors in several exception types
+        failure = e
+    if line_readable(builder, sample_by):
+        copies = clean_copies(builder, files, key=key, on_error=on_error, text_column=text_column,
+                              cache_dir=default_cache_dir())
+        if on_error == "skip":
+            try:
+                return _read("csv" if builder == "tsv" else builder, copies, sample_by)
+            except Exception as e:
+                failure = e
+    if not all(_is_utf8(f) for f in files):
+        bad = next(f for f in files if not _is_utf8(f))
+        raise DataError(f"{key}: '{bad}' is not UTF-8 text; convert it (e.g. iconv -f latin1 -t utf-8)") from None
+    first = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+    raise DataError(f"{key}: cannot read {builder} file(s) {', '.join(files[:3])}: {first[:300]}") from None
+
+
+def _mixed_text(ds, text_column: str | None) -> bool:
+    """Whether the text column holds numbers, lists or objects among its strings (datasets reads such a JSON column
+    as `Json`, and cleaning would drop those rows silently as empty)."""
+    if text_column is None or text_column not in ds.column_names:
+        return False
+    return type(ds.features[text_column]).__name__ not in ("Value", "ClassLabel")
+
+
+def _read(builder: str, files: list[str], sample_by: str):
+    from datasets import load_dataset
 
     kwargs: dict = {}
     if builder == "text":
         kwargs["sample_by"] = sample_by
     if builder == "tsv":
         builder, kwargs["delimiter"] = "csv", "\t"
-    try:
-        return load_dataset(builder, data_files=files, split="train", **kwargs)
-    except UnicodeDecodeError:
-        bad = next((f for f in files if not _is_utf8(f)), files[0])
-        raise DataError(f"{key}: '{bad}' is not UTF-8 text; convert it (e.g. iconv -f latin1 -t utf-8)") from None
-    except Exception as e:  # datasets wraps parser errors in several exception types
-        if builder == "json":
-            for f in files:
-                line = _first_bad_json_line(f)
-                if line:
-                    raise DataError(f"{key}: '{f}' line {line[0]} is not valid JSON ({line[1]})") from None
-        if not all(_is_utf8(f) for f in files):
-            bad = next(f for f in files if not _is_utf8(f))
-            raise DataError(f"{key}: '{bad}' is not UTF-8 text; convert it (e.g. iconv -f latin1 -t utf-8)") from None
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{key}: cannot read {builder} file(s) {', '.join(files[:3])}: {first[:300]}") from None
+    return load_dataset(builder, data_files=files, split="train", **kwargs)
 
 
 def _is_utf8(path: str) -> bool:
@@ -385,25 +409,6 @@ def _is_utf8(path: str) -> bool:
         return True
     except UnicodeDecodeError:
         return False
-
-
-def _first_bad_json_line(path: str) -> tuple[int, str] | None:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        head = fh.read(1)
-        fh.seek(0)
-        if head == "[":
-            try:
-                json.load(fh)
-            except json.JSONDecodeError as e:
-                return e.lineno, e.msg
-            return None
-        for number, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as e:
-                    return number, e.msg
-    return None
 
 
 def _load_hub(name: str, key: str, config: str | None, split: str):
@@ -437,7 +442,8 @@ def load_validation(d):
     if d.validation is None:
         return None
     validation = clean(load_texts(d.validation, key="data.validation", text_column=d.text_column, sample_by=d.sample_by,
-                                  dataset_config=d.dataset_config, hub_split="validation"), d.min_chars, d.num_proc)
+                                  dataset_config=d.dataset_config, hub_split="validation", on_error=d.on_error),
+                       d.min_chars, d.num_proc)
     if len(validation) == 0:
         raise DataError("data.validation: no text left after dropping empty documents")
     return validation
@@ -461,7 +467,7 @@ def load_corpus(d, seed: int):
     from datasets import DatasetDict
 
     train = clean(load_texts(d.train, key="data.train", text_column=d.text_column, sample_by=d.sample_by,
-                             dataset_config=d.dataset_config), d.min_chars, d.num_proc)
+                             dataset_config=d.dataset_config, on_error=d.on_error), d.min_chars, d.num_proc)
     if len(train) == 0:
         raise DataError(f"data.train: no text left after dropping empty documents (min_chars={d.min_chars}); "
                         "check the files and data.text_column")

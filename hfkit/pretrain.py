@@ -130,8 +130,11 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
 
     output_dir = cfg.output_dir
     objective = get_objective(cfg.objective)
+    from .rows import shared_count, take_tally
+
     resume_from, state, recipe = start_run(cfg, cfg.model.path)
     streaming = cfg.data.streaming
+    take_tally()  # malformed rows are counted from here (data.on_error=skip)
     with state.main_process_first():  # the main process reads, trains the tokenizer and tokenizes; the rest reuse
         if streaming:
             from .streaming import build_stream, load_stream_corpus
@@ -201,6 +204,7 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
                    train_wall_seconds=round(wall, 3), world_size=trainer.args.world_size)
     if not streaming:
         metrics["train_blocks"] = len(lm["train"])
+    metrics["data_rows_skipped"] = shared_count(trainer.accelerator)  # distinct malformed rows, every process
     t = trainer.args
     blocks = steps_this_session(trainer, resume_from) * t.per_device_train_batch_size * t.gradient_accumulation_steps \
         * t.world_size

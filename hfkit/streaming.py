@@ -78,6 +78,10 @@ def _open_part(builder: str, items: list[str], d):
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise DataError(f"data.train: '{items[0]}' is neither a local path nor a streamable hub dataset "
                             f"({first[:200]})") from None
+    from .rows import line_readable, rows_stream
+
+    if line_readable(builder, d.sample_by):  # read line by line: a malformed row is named or skipped, never a crash
+        return rows_stream(builder, items, key="data.train", on_error=d.on_error, text_column=d.text_column)
     kwargs: dict = {"sample_by": d.sample_by} if builder == "text" else {}
     if builder == "tsv":
         builder, kwargs["delimiter"] = "csv", "\t"
@@ -91,6 +95,8 @@ def _select_text(ds, text_column: str, builder: str, items: list[str]):
 
     try:
         first = next(iter(ds), None)
+    except DataError:
+        raise
     except Exception as e:  # datasets raises parser errors of many types, lazily, while streaming
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"data.train: cannot read {builder} data {', '.join(items[:3])}: {reason[:300]}") from None
@@ -172,24 +178,51 @@ class PackedStream(IterableDataset):
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
-def load_position(checkpoint: str | Path, rank: int, world_size: int, blocks_per_step: int) -> dict:
-    """The stream position saved in a checkpoint for this rank; without one, count blocks from the start."""
+def load_position(checkpoint: str | Path, rank: int, world_size: int, blocks_per_step: int,
+                  respread: bool = False) -> dict:
+    """The stream position saved in a checkpoint for this rank; without one, count blocks from the start.
+    respread: a checkpoint written by another number of processes (or another batch per process) continues from
+    about the same place in the data (`_respread`) instead of being refused."""
     from .training import log
 
     path = Path(checkpoint) / STATE_FILE.format(rank=rank)
     step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
     consumed = step * blocks_per_step
-    if not path.is_file():
+    if not list(Path(checkpoint).glob(STATE_FILE.format(rank="*"))):
         log(f"{path.name} is missing in {checkpoint}: re-reading the stream from the start to block {consumed:,}")
         return {"epoch": 0, "documents": 0, "first_block": 0, "blocks_consumed": consumed}
-    saved = json.loads(path.read_text())
+    saved = json.loads(path.read_text()) if path.is_file() else {}
     if saved.get("world_size") != world_size or saved.get("blocks_per_step") != blocks_per_step:
-        raise ConfigError(f"train.resume: {checkpoint} was written by {saved.get('world_size')} process(es) taking "
-                          f"{saved.get('blocks_per_step')} blocks per step each; a streaming run resumes with the "
-                          f"same (now {world_size} x {blocks_per_step})")
+        if respread:
+            return _respread(checkpoint, rank, world_size, consumed)
+        old = next(iter(json.loads(p.read_text()) for p in Path(checkpoint).glob(STATE_FILE.format(rank="*"))), {})
+        raise ConfigError(f"train.resume: {checkpoint} was written by {old.get('world_size')} process(es) taking "
+                          f"{old.get('blocks_per_step')} blocks per step each (now {world_size} x {blocks_per_step}); "
+                          "a stream's split depends on both, so it resumes exactly only with the same, or pass "
+                          "train.resume_changed=true to go on from about the same place in the data")
     if saved["blocks_consumed"] != consumed:
         raise DataError(f"train.resume: {path} does not match the checkpoint's step {step}")
     return {k: saved[k] for k in ("epoch", "documents", "first_block", "blocks_consumed")}
+
+
+def _respread(checkpoint: str | Path, rank: int, world_size: int, consumed: int) -> dict:
+    """A position for this rank of `world_size` from the positions of the processes that wrote the checkpoint.
+
+    The stream is shuffled before it is split (the same seed on every process), so the processes that wrote it
+    read about the first D documents of the epoch's order between them, D the sum of their counts; each new process
+    skips D / world_size documents of its own share. Not exact: the old processes read their shares at slightly
+    different rates, and the documents of each one's unfinished chunk (up to CHUNK_DOCUMENTS) are read again."""
+    from .training import log
+
+    states = [json.loads(p.read_text()) for p in sorted(Path(checkpoint).glob(STATE_FILE.format(rank="*")))]
+    epoch = min(s["epoch"] for s in states)
+    documents = sum(s["documents"] for s in states if s["epoch"] == epoch)
+    if rank == 0:
+        log(f"train.resume_changed: the stream was split across {states[0]['world_size']} process(es), now "
+            f"{world_size}: each goes on after {documents // world_size:,} documents of its share of epoch {epoch} "
+            f"({documents:,} were read in all; up to {len(states) * CHUNK_DOCUMENTS:,} documents of unfinished chunks "
+            "are read again)")
+    return {"epoch": epoch, "documents": documents // world_size, "first_block": consumed, "blocks_consumed": consumed}
 
 
 def position_callback(stream: PackedStream, blocks_per_step: int):
@@ -263,7 +296,8 @@ def load_stream_corpus(d, *, seed: int, rank: int, world_size: int, log) -> dict
 
 def build_stream(cfg, texts, tokenizer, *, resume_from: str | None, rank: int, world_size: int, blocks_per_step: int):
     """The packed training stream and the callback that records its position in checkpoints."""
-    start = load_position(resume_from, rank, world_size, blocks_per_step) if resume_from else None
+    start = load_position(resume_from, rank, world_size, blocks_per_step, respread=cfg.train.resume_changed) \
+        if resume_from else None
     stream = PackedStream(texts, tokenizer, objective=get_objective(cfg.objective).kind, block_size=cfg.data.block_size,
                           whole_word=cfg.mlm.whole_word, seed=cfg.train.seed, start=start, rank=rank,
                           world_size=world_size)

@@ -517,7 +517,28 @@ def start_run(cfg, model_path: str | None):
                               "with them")
         if changes:
             log(f"train.resume_changed: resuming with {'; '.join(changes)}")
+        check_zero_world(resume_from, state.num_processes)
     return resume_from, state, recipe
+
+
+def check_zero_world(checkpoint: str, processes: int) -> None:
+    """DeepSpeed ZeRO partitions the optimizer state by process and cannot re-partition it on load (0.19: "Automatic
+    adjustment of ZeRO's optimizer state partitioning with a new world size is not currently supported"); its
+    universal-checkpoint converter needs metadata only Megatron-DeepSpeed writes. Refuse in one line before any
+    work, and say what can be done: the same process count, or the weights in a new run with a fresh optimizer."""
+    from accelerate.utils import parse_flag_from_env
+
+    from .checkpoints import read_manifest
+    from .errors import ConfigError
+
+    written = (read_manifest(checkpoint) or {}).get("world_size")
+    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED") and written and written != processes:
+        weights = ("model.path=" + checkpoint if (Path(checkpoint) / "model.safetensors").is_file() else
+                   f"model.path=<the weights from python {checkpoint}/zero_to_fp32.py {checkpoint} <folder>>")
+        raise ConfigError(f"train.resume: {Path(checkpoint).name} was written by {written} DeepSpeed process(es) and "
+                          f"this launch has {processes}; ZeRO cannot re-partition its optimizer state for another count. "
+                          f"Resume with {written} process(es), or start a new run from its weights ({weights}; the "
+                          "optimizer and schedule start again), or use FSDP2 or DDP, which resume on any count")
 
 
 def check_sharding_possible(state) -> None:
@@ -589,15 +610,36 @@ def fsdp_units(model) -> None:
 
     from accelerate.utils import parse_flag_from_env
 
-    if not parse_flag_from_env("ACCELERATE_USE_FSDP") or os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP"):
+    if not parse_flag_from_env("ACCELERATE_USE_FSDP"):
         return
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    check_output_bias(base)
+    if os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP"):
+        return
     listed = set(getattr(base, "_no_split_modules", None) or [])
     embedding = base.get_input_embeddings()
     holders = {type(m).__name__ for m in base.modules()
                if type(m).__name__ in listed and any(sub is embedding for sub in m.modules())}
     if holders and listed - holders:
         os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = ",".join(sorted(listed - holders))
+
+
+def check_output_bias(model) -> None:
+    """BERT-style masked-LM heads register the decoder's bias twice (cls.predictions.bias is
+    cls.predictions.decoder.bias). accelerate 1.15's FSDP2 puts the decoder in one group with the tied embedding and
+    leaves the head's name to the root group, and torch 2.13 refuses a parameter two groups share (a ValueError at
+    the first step). Refused here in one line instead."""
+    from .errors import ConfigError
+
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    bias = getattr(out, "bias", None)
+    if bias is None:
+        return
+    names = [n for n, p in model.named_parameters(remove_duplicate=False) if p is bias]
+    if len(names) > 1:
+        raise ConfigError(f"FSDP: {type(model).__name__} registers its output bias twice ({', '.join(names)}), which "
+                          "accelerate's FSDP2 cannot shard (torch refuses a parameter shared by two groups); train it "
+                          "with DDP or DeepSpeed ZeRO (recipes/accelerate/deepspeed-zero2.yaml)")
 
 
 def quiet_deepspeed() -> None:
@@ -621,7 +663,6 @@ def steps_this_session(trainer, resume_from: str | None) -> int:
 def run_stats(tokens: int, samples: int, wall: float) -> dict:
     """Throughput (real tokens, not padding) and peak memory of this process (and of the GPU, if one was used)."""
     import resource
-    import sys
 
     import torch
 

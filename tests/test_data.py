@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -70,14 +71,68 @@ def test_clear_errors(tmp_path):
         load_texts(str(tmp_path / "d.csv"), key="data.train", text_column="text")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"text": "ok"}\n{"text": oops}\n')
-    with pytest.raises(DataError, match="bad.jsonl' line 3 is not valid JSON"):
+    with pytest.raises(DataError, match="bad.jsonl' line 3: not valid JSON"):
         load_texts(str(bad), key="data.train", text_column="text")
     latin = tmp_path / "latin.txt"
     latin.write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1"))
-    with pytest.raises(DataError, match="latin.txt' is not UTF-8 text"):
+    with pytest.raises(DataError, match="latin.txt' line 1: not UTF-8"):
         load_texts(str(latin), key="data.train", text_column="text")
     with pytest.raises(DataError, match="unknown builtin corpus 'nope'"):
         load_texts("builtin:nope", key="data.train", text_column="text")
+
+
+MALFORMED = {  # format: (file text, what the error names); the bad row sits on line 4 of 6 (CSV: after the header)
+    "jsonl": ('{"text": "a b"}\n{"text": "c d"}\n{"text": "e f"}\n{"text": "g h\n{"text": "i j"}\n{"text": "k l"}\n',
+              "line 4: not valid JSON"),
+    "object": ('{"text": "a b"}\n{"text": "c d"}\n{"text": "e f"}\n["g", "h"]\n{"text": "i j"}\n{"text": "k l"}\n',
+               "line 4: not a JSON object"),
+    "number": ('{"text": "a b"}\n{"text": "c d"}\n{"text": "e f"}\n{"text": 7}\n{"text": "i j"}\n{"text": "k l"}\n',
+               "line 4: column 'text' holds a int, not text"),
+    "csv": ("text,label\na b,1\nc d,0\ng h,1,extra\ni j,0\nk l,1\n", "line 4: 3 fields where the header has 2"),
+    "tsv": ("text\tlabel\na b\t1\nc d\t0\ng h\t1\textra\ni j\t0\nk l\t1\n", "line 4: 3 fields where the header has 2"),
+    "txt": (b"a b\nc d\ne f\ng \xe9h\ni j\nk l\n", "line 4: not UTF-8 (byte 0xe9 at column 3"),
+}
+SUFFIX = {"object": "jsonl", "number": "jsonl"}
+
+
+def write_malformed(folder, kind):
+    text, message = MALFORMED[kind]
+    path = folder / f"{kind}.{SUFFIX.get(kind, kind)}"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path, message
+
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+@pytest.mark.parametrize("streaming", [False, True], ids=["materialised", "streamed"])
+def test_a_malformed_row_is_named_or_skipped_and_counted(tmp_path, kind, streaming):
+    from hfkit.rows import take_tally
+    from hfkit.streaming import open_text_stream
+
+    path, message = write_malformed(tmp_path, kind)
+
+    def texts(on_error):
+        if streaming:
+            d = DataConfig(train=str(path), streaming=True, shuffle_buffer=0, on_error=on_error)
+            return [row["text"] for row in open_text_stream(d, seed=0)]
+        return list(load_corpus(DataConfig(train=str(path), validation_split=0, on_error=on_error), seed=0)["train"]["text"])
+
+    take_tally()
+    with pytest.raises(DataError, match=re.escape(f"{path.name}' {message}")) as error:
+        texts("error")
+    assert "set data.on_error=skip" in str(error.value)
+    expected = ["a b", "c d", "i j", "k l"] if kind in ("csv", "tsv") else ["a b", "c d", "e f", "i j", "k l"]
+    assert texts("skip") == expected
+    assert take_tally() == 1
+    if not streaming:  # the copy without the bad row is reused, and its count with it
+        assert texts("skip") == expected
+        assert take_tally() == 1
+
+
+def test_a_json_array_cannot_skip_a_row(tmp_path):
+    path = tmp_path / "rows.json"
+    path.write_text('[{"text": "a"},\n {"text": "b"\n {"text": "c"}]\n')
+    with pytest.raises(DataError, match="rows.json' line 3 is not valid JSON.*write the file as .jsonl"):
+        load_texts(str(path), key="data.train", text_column="text", on_error="skip")
 
 
 def test_cleaning_and_split(tmp_path):

@@ -42,6 +42,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path, corpus_file, clm_run
         assert abs(x - y) <= 0.01 * abs(x), (step, x, y)  # same global batch of 8: within 1% at every step
 
 
+@pytest.mark.slow  # ~11 s
 def test_torchrun_lora_finetune_keeps_adapters_identical(tmp_path, mlm_run):
     import pandas as pd
 

@@ -48,6 +48,7 @@ def test_same_recipe_twice_gives_identical_tokenizer_and_weights(two_runs):
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
 
 
+@pytest.mark.slow  # ~20 s
 @pytest.mark.distributed
 def test_two_process_launch_trains_the_same_tokenizer(two_runs, tmp_path):
     launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"], tmp_path / "ddp",

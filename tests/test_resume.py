@@ -92,6 +92,7 @@ def weights_of(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 
 
+@pytest.mark.slow  # ~28 s; tests/test_faults.py resumes masked-LM with dropout bit-identically in the default run
 def test_masked_lm_sigkill_then_resume_is_bit_identical_with_dropout(tmp_path, corpus_file, mlm_run):
     args = ["pretrain", "bert-mlm-tiny", f"data.train={corpus_file}", f"tokenizer.path={mlm_run.output_dir}",
             "data.block_size=32", "data.validation_split=0", "train.batch_size=8", "train.max_steps=60",

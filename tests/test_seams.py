@@ -8,6 +8,8 @@ import inspect
 import types
 from pathlib import Path
 
+import pytest
+
 import hfkit
 from hfkit.config import resolve
 
@@ -109,3 +111,21 @@ def test_a_string_override_keeps_the_text_as_typed():
     cfg = resolve("finetune", "classification-pet", base + ["prompt.template='{text} It was {mask}.'"])
     assert cfg.prompt.template == "{text} It was {mask}."
     assert resolve("finetune", "ner-lora", base + ["data.train=[a.conll, b.conll]"]).data.train == ["a.conll", "b.conll"]
+
+
+def test_fsdp_refuses_a_head_that_registers_its_bias_twice(monkeypatch):
+    """BERT's masked-LM head registers one bias under two names; accelerate's FSDP2 would fail at the first step
+    (torch: "shared with a parameter already managed by another FSDP group"). GPT-2 has no output bias: allowed."""
+    from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+
+    from hfkit.errors import ConfigError
+    from hfkit.training import fsdp_units
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_TRANSFORMER_CLS_TO_WRAP", "GPT2Block")  # leaves the environment as it was
+    fsdp_units(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64)))
+    bert = BertForMaskedLM(BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=64))
+    with pytest.raises(ConfigError, match=r"registers its output bias twice \(cls.predictions.bias, "
+                                          r"cls.predictions.decoder.bias\)"):
+        fsdp_units(bert)

@@ -72,7 +72,7 @@ def optimizer_shards(checkpoint: Path) -> list[str]:
     return sorted(p.name for p in checkpoint.glob("global_step*/*optim_states.pt"))
 
 
-@pytest.mark.parametrize("config", SHARDED)
+@pytest.mark.parametrize("config", [pytest.param(c, marks=pytest.mark.slow) if c != "fsdp" else c for c in SHARDED])
 def test_sharded_pretraining_matches_one_process_and_reloads(config, tmp_path, corpus_file, clm_run, one_process):
     from transformers import AutoModelForCausalLM
 
@@ -107,6 +107,7 @@ def lora_args(model_dir, train_csv, out, batch_size, *extra):
             *extra]
 
 
+@pytest.mark.slow  # ~80 s for the three
 @pytest.mark.parametrize("config", SHARDED)
 def test_sharded_lora_finetune_matches_one_process_and_loads_in_peft(config, tmp_path, mlm_run):
     import pandas as pd
@@ -136,6 +137,7 @@ def test_sharded_lora_finetune_matches_one_process_and_loads_in_peft(config, tmp
     assert any("lora_A" in n for n, _ in model.named_parameters())
 
 
+@pytest.mark.slow  # ~130 s for the three
 @pytest.mark.parametrize("config", SHARDED)
 def test_sharded_killed_run_resumes_to_the_uninterrupted_weights(config, tmp_path, corpus_file, clm_run):
     steps = ["train.max_steps=60", "train.save_steps=20"]

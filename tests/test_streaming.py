@@ -192,6 +192,7 @@ def test_killed_and_resumed_streaming_run_sees_each_block_at_most_once_per_epoch
     assert not (tmp_path / "hfkit-cache" / "tokenized").exists()
 
 
+@pytest.mark.slow  # ~11 s
 @pytest.mark.distributed
 def test_accelerate_launch_streaming_two_ranks(tagged, tmp_path):
     out = tmp_path / "two"
@@ -241,6 +242,7 @@ def _rank_pids(parent: int) -> dict[int, int]:
 
 
 @pytest.mark.distributed
+@pytest.mark.slow  # ~25 s
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks through /proc")
 def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_stream_resumes(tagged, tmp_path):
     """Preemption rarely reaches every rank in the same step: SIGTERM to rank 1 alone must stop both ranks at the
