@@ -254,6 +254,7 @@ def test_gradual_unfreezing_reaches_one_more_layer_each_epoch(tmp_path, random_b
 
 
 # --------------------------------------------------------------------------------------------- compare --seeds
+@pytest.mark.slow  # ~18 s
 def test_compare_with_seeds_reports_mean_and_spread(tmp_path, random_bert_dir, labelled):
     import statistics
 

@@ -25,6 +25,7 @@ def losses(out) -> list[float]:
     return [e["loss"] for e in state["log_history"] if "loss" in e]
 
 
+@pytest.mark.slow  # ~19 s; tests/test_resume.py launches 2 processes with torchrun in the default run
 def test_torchrun_two_processes_match_one_process(tmp_path, corpus_file, clm_run):
     one = subprocess.run([sys.executable, "-m", "hfkit", *args(corpus_file, clm_run.output_dir, tmp_path / "one", 8)],
                          capture_output=True, text=True)

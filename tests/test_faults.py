@@ -147,6 +147,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(folder)])
 
 
+@pytest.mark.slow  # ~26 s
 def test_a_full_disk_during_a_checkpoint_and_during_the_final_save(small_disk, corpus_file, mlm_run, straight):
     size = sum(p.stat().st_size for p in (straight / "checkpoint-10").iterdir())
     disk = small_disk(int(size * 2.6))  # room for two checkpoints, not three
