@@ -375,8 +375,8 @@ def _load_files(builder: str, files: list[str], key: str, sample_by: str, on_err
                 return _read("csv" if builder == "tsv" else builder, copies, sample_by)
             except Exception as e:
                 failure = e
-    if not all(_is_utf8(f) for f in files):
-        bad = next(f for f in files if not _is_utf8(f))
+    bad = next((f for f in files if not _is_utf8(f)), None)
+    if bad:
         raise DataError(f"{key}: '{bad}' is not UTF-8 text; convert it (e.g. iconv -f latin1 -t utf-8)") from None
     first = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
     raise DataError(f"{key}: cannot read {builder} file(s) {', '.join(files[:3])}: {first[:300]}") from None

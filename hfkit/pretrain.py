@@ -127,11 +127,10 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
     """Pretrain per `cfg`; `find_lr`: only run the learning-rate range test (lr_find.png / lr_find.json)."""
     from .data import load_corpus
     from .optim import set_up_optimization  # imports torch: not at module level (hfkit --help stays light)
+    from .rows import shared_count, take_tally
 
     output_dir = cfg.output_dir
     objective = get_objective(cfg.objective)
-    from .rows import shared_count, take_tally
-
     resume_from, state, recipe = start_run(cfg, cfg.model.path)
     streaming = cfg.data.streaming
     take_tally()  # malformed rows are counted from here (data.on_error=skip)

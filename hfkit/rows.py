@@ -103,25 +103,19 @@ def json_rows(path: str, *, key: str, on_error: str, text_column: str | None = N
                 continue
             yield i + 1, row
         return
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                TALLY.bad(key, on_error, path, number, _not_utf8(raw, e))
-                continue
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                TALLY.bad(key, on_error, path, number, f"not valid JSON ({e.msg}, column {e.colno}): {_preview(line)}")
-                continue
-            problem = "not a JSON object" if not isinstance(row, dict) else _text_value(row, text_column)
-            if problem:
-                TALLY.bad(key, on_error, path, number, f"{problem}: {_preview(line)}")
-                continue
-            yield number, row
+    for number, line in _utf8_lines(path, key=key, on_error=on_error):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            TALLY.bad(key, on_error, path, number, f"not valid JSON ({e.msg}, column {e.colno}): {_preview(line)}")
+            continue
+        problem = "not a JSON object" if not isinstance(row, dict) else _text_value(row, text_column)
+        if problem:
+            TALLY.bad(key, on_error, path, number, f"{problem}: {_preview(line)}")
+            continue
+        yield number, row
 
 
 def _not_utf8(raw: bytes, e: UnicodeDecodeError) -> str:
@@ -130,7 +124,7 @@ def _not_utf8(raw: bytes, e: UnicodeDecodeError) -> str:
 
 
 def _utf8_lines(path: str, *, key: str, on_error: str):
-    """(line number, text) for each line, the line end removed; a line that is not UTF-8 is malformed."""
+    """(line number, text) for each line, with its line end; a line that is not UTF-8 is malformed."""
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, 1):
             try:

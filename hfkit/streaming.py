@@ -188,14 +188,15 @@ def load_position(checkpoint: str | Path, rank: int, world_size: int, blocks_per
     path = Path(checkpoint) / STATE_FILE.format(rank=rank)
     step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
     consumed = step * blocks_per_step
-    if not list(Path(checkpoint).glob(STATE_FILE.format(rank="*"))):
+    states = {p.name: json.loads(p.read_text()) for p in sorted(Path(checkpoint).glob(STATE_FILE.format(rank="*")))}
+    if not states:
         log(f"{path.name} is missing in {checkpoint}: re-reading the stream from the start to block {consumed:,}")
         return {"epoch": 0, "documents": 0, "first_block": 0, "blocks_consumed": consumed}
-    saved = json.loads(path.read_text()) if path.is_file() else {}
+    saved = states.get(path.name, {})
     if saved.get("world_size") != world_size or saved.get("blocks_per_step") != blocks_per_step:
         if respread:
-            return _respread(checkpoint, rank, world_size, consumed)
-        old = next(iter(json.loads(p.read_text()) for p in Path(checkpoint).glob(STATE_FILE.format(rank="*"))), {})
+            return _respread(list(states.values()), rank, world_size, consumed)
+        old = next(iter(states.values()))
         raise ConfigError(f"train.resume: {checkpoint} was written by {old.get('world_size')} process(es) taking "
                           f"{old.get('blocks_per_step')} blocks per step each (now {world_size} x {blocks_per_step}); "
                           "a stream's split depends on both, so it resumes exactly only with the same, or pass "
@@ -205,8 +206,9 @@ def load_position(checkpoint: str | Path, rank: int, world_size: int, blocks_per
     return {k: saved[k] for k in ("epoch", "documents", "first_block", "blocks_consumed")}
 
 
-def _respread(checkpoint: str | Path, rank: int, world_size: int, consumed: int) -> dict:
-    """A position for this rank of `world_size` from the positions of the processes that wrote the checkpoint.
+def _respread(states: list[dict], rank: int, world_size: int, consumed: int) -> dict:
+    """A position for this rank of `world_size` from the positions (`states`) of the processes that wrote the
+    checkpoint.
 
     The stream is shuffled before it is split (the same seed on every process), so the processes that wrote it
     read about the first D documents of the epoch's order between them, D the sum of their counts; each new process
@@ -214,7 +216,6 @@ def _respread(checkpoint: str | Path, rank: int, world_size: int, consumed: int)
     different rates, and the documents of each one's unfinished chunk (up to CHUNK_DOCUMENTS) are read again."""
     from .training import log
 
-    states = [json.loads(p.read_text()) for p in sorted(Path(checkpoint).glob(STATE_FILE.format(rank="*")))]
     epoch = min(s["epoch"] for s in states)
     documents = sum(s["documents"] for s in states if s["epoch"] == epoch)
     if rank == 0:
