@@ -36,11 +36,13 @@ def llama_factory() -> list[tuple[str, str, float, float]]:
     from hfkit.plan import GB, memory, model_shape
 
     rows = []
-    for label, recipe, strategy, published in (
-            ("full, mixed precision (torch autocast, fp32 weights)", "sft-full", "DDP", 120.0),
-            ("LoRA, 16-bit base (DeepSpeed bf16 module)", "sft-lora", "ZeRO-2", 16.0),
-            ("LoRA, as hfkit loads it today (fp32 base, autocast)", "sft-lora", "DDP", 16.0)):
-        cfg = resolve("finetune", recipe, [f"model.path={SEVEN_B}", "data.max_length=512", "train.batch_size=1"])
+    for label, recipe, strategy, published, extra in (
+            ("full, mixed precision (torch autocast, fp32 weights)", "sft-full", "DDP", 120.0, []),
+            ("LoRA, 16-bit base (DeepSpeed bf16 module)", "sft-lora", "ZeRO-2", 16.0, []),
+            ("LoRA, bf16 base (model.dtype auto, autocast)", "sft-lora", "DDP", 16.0, []),
+            ("LoRA, fp32 base (model.dtype=float32, autocast)", "sft-lora", "DDP", 16.0, ["model.dtype=float32"])):
+        cfg = resolve("finetune", recipe, [f"model.path={SEVEN_B}", "data.max_length=512", "train.batch_size=1",
+                                           *extra])
         shape, _ = model_shape(cfg, "finetune")
         w, g, o, a, _ = memory(shape, strategy, 1, checkpointing=True)
         rows.append((label, strategy, published, (w + g + o + a) * GB / DECIMAL_GB))

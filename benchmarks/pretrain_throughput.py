@@ -7,7 +7,16 @@ articles), model config (hfkit's bert-tiny / gpt2-tiny presets: 2 layers x 128),
 rate and seed. Only `trainer.train()` is timed on either side (hfkit: train_wall_seconds); tokens/s = steps x
 batch x block / seconds. Sides alternate, `--repeats` times; the table shows medians and hfkit / baseline.
 
-    python benchmarks/pretrain_throughput.py [--steps 40] [--repeats 3] [--objectives mlm,clm]
+MFU is measured against this machine's own peak: hfkit's matmul probe at the side's dtype (flops.py; fp32 unless
+the side trains in bf16), the FLOPs per token of PaLM's formula (6 N + 12 L H T, the LM head at every position).
+hfkit's masked-LM head runs on the masked positions only, so for it the FLOPs really executed are fewer: the
+"executed" column counts the head at the 15% of positions it runs on (hardware FLOPs utilisation).
+
+`--shape mini` trains 4 x 256 models (bert-mini; GPT-2 of the same shape) instead of 2 x 128, and `--levers`
+adds hfkit sides that each change one setting against its defaults: sequence length 256, batch 64, eager
+attention, fused AdamW, bf16 (where the probe finds native bf16) and torch.compile (with --compile).
+
+    python benchmarks/pretrain_throughput.py [--steps 40] [--repeats 3] [--objectives mlm,clm] [--shape mini] [--levers]
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import hfkit
 from hfkit.data import BUILTIN_CORPORA
 
 BLOCK, BATCH, LR = 128, 32, 1e-3
+SHAPES = {"tiny": ({}, {}), "mini": ({"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4,
+                                      "intermediate_size": 1024}, {"n_layer": 4, "n_embd": 256, "n_head": 4})}
 
 
 def corpus(folder: Path, documents: int) -> Path:
@@ -31,8 +42,20 @@ def corpus(folder: Path, documents: int) -> Path:
     return path
 
 
-def baseline(objective: str, text_file: Path, tokenizer_dir: Path, steps: int, out: Path) -> float:
-    """The documented hand-written way; returns tokens/s of trainer.train()."""
+def peak(dtype: str) -> float:
+    from hfkit.flops import measured_peak_tflops
+
+    return measured_peak_tflops(dtype)
+
+
+def head_params(model) -> int:
+    """Parameters of BERT's MLM head, which hfkit applies at the masked positions only (transform + decoder, the
+    decoder's weight tied to the embeddings but a matmul here)."""
+    return sum(p.numel() for p in model.cls.parameters())
+
+
+def baseline(objective: str, text_file: Path, tokenizer_dir: Path, steps: int, out: Path, shape: dict) -> tuple:
+    """The documented hand-written way; returns (tokens/s of trainer.train(), MFU, executed-FLOPs utilisation)."""
     from datasets import load_dataset
     from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer,
                               DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed)
@@ -50,24 +73,41 @@ def baseline(objective: str, text_file: Path, tokenizer_dir: Path, steps: int, o
         return {k: [v[i:i + BLOCK] for i in range(0, total, BLOCK)] for k, v in joined.items()}
 
     blocks = tokenized.map(group_texts, batched=True)
-    config = preset_config("bert-tiny" if objective == "mlm" else "gpt2-tiny", tokenizer, {}, "sdpa")
+    config = preset_config("bert-tiny" if objective == "mlm" else "gpt2-tiny", tokenizer,
+                           shape[0] if objective == "mlm" else shape[1], "sdpa")
     model = (AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM).from_config(config)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=objective == "mlm", mlm_probability=0.15)
     args = TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
                              report_to=[], save_strategy="no", logging_steps=10, seed=42, disable_tqdm=True)
     result = Trainer(model=model, args=args, train_dataset=blocks, data_collator=collator).train()
-    return steps * BATCH * BLOCK / result.metrics["train_runtime"]
+    from hfkit.flops import flops_per_token
+
+    speed = steps * BATCH * BLOCK / result.metrics["train_runtime"]
+    mfu = flops_per_token(model, BLOCK) * speed / (peak("fp32") * 1e12)
+    return speed, mfu, mfu  # the plain collator's model runs its head at every position
 
 
-def with_hfkit(objective: str, text_file: Path, tokenizer_dir: Path, steps: int, out: Path, **extra) -> float:
+def with_hfkit(objective: str, text_file: Path, tokenizer_dir: Path, steps: int, out: Path, shape: tuple,
+               **extra) -> tuple:
+    from transformers import AutoModelForMaskedLM
+
     recipe = "bert-mlm-tiny" if objective == "mlm" else "gpt2-clm-tiny"
-    result = hfkit.pretrain(recipe, output_dir=str(out), tokenizer={"path": str(tokenizer_dir)},
-                            data={"train": str(text_file), "block_size": BLOCK, "validation_split": 0.0},
-                            train={"max_steps": steps, "batch_size": BATCH, "learning_rate": LR, "report_to": [],
-                                   "save_steps": 10**6, "eval_before_training": False, "overwrite": True,
-                                   "warmup_ratio": 0.0, **extra.pop("train", {})}, **extra)
+    train = {"max_steps": steps, "batch_size": BATCH, "learning_rate": LR, "report_to": [], "save_steps": 10**6,
+             "eval_before_training": False, "overwrite": True, "warmup_ratio": 0.0, **extra.pop("train", {})}
+    data = {"train": str(text_file), "block_size": BLOCK, "validation_split": 0.0, **extra.pop("data", {})}
+    model = {"preset": "bert-tiny" if objective == "mlm" else "gpt2-tiny",
+             "overrides": shape[0] if objective == "mlm" else shape[1], **extra.pop("model", {})}
+    result = hfkit.pretrain(recipe, output_dir=str(out), tokenizer={"path": str(tokenizer_dir)}, data=data,
+                            train=train, model=model, **extra)
     m = result.metrics
-    return steps * BATCH * BLOCK / m["train_wall_seconds"]
+    speed = steps * train["batch_size"] * data["block_size"] / m["train_wall_seconds"]
+    mfu = m["model_flops_per_token"] * speed / (m["peak_tflops_per_device"] * 1e12)
+    executed = mfu
+    if objective == "mlm" and extra.get("mlm", {}).get("head_on_masked_only", True):
+        trained = AutoModelForMaskedLM.from_pretrained(result.output_dir)
+        skipped = 6.0 * head_params(trained) * (1 - 0.15)  # per token: the head runs on the 15% masked positions
+        executed = mfu * (1 - skipped / m["model_flops_per_token"])
+    return speed, mfu, executed
 
 
 def main() -> None:
@@ -76,10 +116,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--documents", type=int, default=600)
     parser.add_argument("--objectives", default="mlm,clm")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--levers", action="store_true", help="add one-setting-changed hfkit sides")
     parser.add_argument("--compile", action="store_true", help="also time train.compile=true (compile time included)")
     args = parser.parse_args()
+    shape = SHAPES[args.shape]
     work = Path(tempfile.mkdtemp(prefix="hfkit-bench-pretrain-"))
     text_file = corpus(work, args.documents)
+    native_bf16 = peak("bf16") > peak("fp32")
+    print(f"[bench] measured peak: fp32 {peak('fp32'):.3f} TFLOP/s, bf16 {peak('bf16'):.4f} TFLOP/s", flush=True)
     results = []
     for objective in args.objectives.split(","):
         # one tokenizer for both sides: a short hfkit run trains and saves it
@@ -88,33 +133,50 @@ def main() -> None:
                                  tokenizer={"vocab_size": 8000},
                                  train={"max_steps": 1, "report_to": [], "eval_before_training": False})
         tokenizer_dir = tok_run.output_dir
+
+        def ours(out, **extra):
+            return with_hfkit(objective, text_file, tokenizer_dir, args.steps, out, shape, **extra)
+
         sides = {"baseline (Trainer + DataCollatorForLanguageModeling + group_texts)":
-                 lambda out: baseline(objective, text_file, tokenizer_dir, args.steps, out),
-                 "hfkit, defaults": lambda out: with_hfkit(objective, text_file, tokenizer_dir, args.steps, out)}
+                 lambda out: baseline(objective, text_file, tokenizer_dir, args.steps, out, shape),
+                 "hfkit, defaults": ours}
         if objective == "mlm":
-            sides["hfkit, mlm.head_on_masked_only=false"] = lambda out: with_hfkit(
-                objective, text_file, tokenizer_dir, args.steps, out, mlm={"head_on_masked_only": False})
-        sides["hfkit, train.precision=bf16"] = lambda out: with_hfkit(
-            objective, text_file, tokenizer_dir, args.steps, out, train={"precision": "bf16"})
+            sides["hfkit, mlm.head_on_masked_only=false"] = lambda out: ours(out, mlm={"head_on_masked_only": False})
+        if native_bf16:
+            sides["hfkit, train.precision=bf16"] = lambda out: ours(out, train={"precision": "bf16"})
+        else:
+            print(f"[bench] bf16 side skipped: this CPU has no native bf16 matmul (probe {peak('bf16'):.4f} "
+                  f"TFLOP/s against fp32 {peak('fp32'):.3f})", flush=True)
+        if args.levers:
+            sides["hfkit, data.block_size=256"] = lambda out: ours(out, data={"block_size": 256})
+            sides["hfkit, train.batch_size=64"] = lambda out: ours(out, train={"batch_size": 64})
+            sides["hfkit, model.attn_implementation=eager"] = lambda out: ours(
+                out, model={"attn_implementation": "eager"})
+            sides["hfkit, train.optimizer=adamw_torch_fused"] = lambda out: ours(out, train={"optimizer": "adamw_torch_fused"})
         if args.compile:
-            sides["hfkit, train.compile=true"] = lambda out: with_hfkit(
-                objective, text_file, tokenizer_dir, args.steps, out, train={"compile": True})
-        speeds: dict[str, list[float]] = {name: [] for name in sides}
+            sides["hfkit, train.compile=true"] = lambda out: ours(out, train={"compile": True})
+        speeds: dict[str, list[tuple]] = {name: [] for name in sides}
         for repeat in range(args.repeats):
             for name, side in sides.items():
                 out = work / f"{objective}-{repeat}-{len(speeds[name])}-{abs(hash(name))}"
                 speeds[name].append(side(out))
                 shutil.rmtree(out, ignore_errors=True)
-                print(f"[bench] {objective} {name}: {speeds[name][-1]:,.0f} tokens/s", flush=True)
-        base = statistics.median(next(iter(speeds.values())))
+                speed, mfu, executed = speeds[name][-1]
+                print(f"[bench] {objective} {name}: {speed:,.0f} tokens/s, MFU {mfu:.1%}, executed {executed:.1%}",
+                      flush=True)
+        base = statistics.median(s[0] for s in next(iter(speeds.values())))
         for name, values in speeds.items():
-            results.append((objective, name, statistics.median(values), statistics.median(values) / base))
-    print(f"\nPretraining throughput, {args.steps} steps x batch {BATCH} x block {BLOCK}, 2-layer x 128 models, "
-          f"vocab 8,000, median of {args.repeats} alternating runs\n")
-    print("| objective | side | tokens/s | ratio to baseline |")
-    print("|---|---|---|---|")
-    for objective, name, speed, ratio in results:
-        print(f"| {objective} | {name} | {speed:,.0f} | {ratio:.2f}x |")
+            speed = statistics.median(v[0] for v in values)
+            results.append((objective, name, speed, speed / base, statistics.median(v[1] for v in values),
+                            statistics.median(v[2] for v in values)))
+    layers = "4 x 256" if args.shape == "mini" else "2 x 128"
+    print(f"\nPretraining throughput, {args.steps} steps x batch {BATCH} x block {BLOCK} (unless the side says), "
+          f"{layers} models, vocab 8,000, median of {args.repeats} alternating runs; peak measured here: fp32 "
+          f"{peak('fp32'):.3f} TFLOP/s, bf16 {peak('bf16'):.4f} TFLOP/s\n")
+    print("| objective | side | tokens/s | ratio to baseline | MFU (model FLOPs) | executed FLOPs / peak |")
+    print("|---|---|---|---|---|---|")
+    for objective, name, speed, ratio, mfu, executed in results:
+        print(f"| {objective} | {name} | {speed:,.0f} | {ratio:.2f}x | {mfu:.1%} | {executed:.1%} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -81,6 +81,25 @@ def predict(run_dir, texts, pairs=None, batch_size: int = 32, prompt: dict | Non
     return _predict(run_dir, texts, pairs, batch_size, prompt)
 
 
+def predict_file(run_dir, path, output=None, **options) -> dict:
+    """Predict every row of a file of any size (csv, tsv, jsonl, json, parquet, txt) into `output` (.jsonl or
+    .parquet, input order), a chunk at a time: memory stays flat, `resume=True` continues a stopped job, and under
+    torchrun / accelerate launch the processes share the work. Options: batch_size, chunk_rows, resume,
+    overwrite, prompt, progress. Returns {rows, predicted, seconds, rows_per_second, output}."""
+    from .inference import predict_file as _predict_file
+
+    return _predict_file(run_dir, str(path), output, **options)
+
+
+def generate_file(run_dir, path, output=None, **options) -> dict:
+    """Answer every prompt of a file (its `column`, default "prompt", or each line of a .txt) with a causal LM into
+    `output` ({"prompt", "text"} per row), in batches, resumable like predict_file. Options: column, system,
+    max_new_tokens, temperature, top_p, seed, stop, batch_size, chunk_rows, resume, overwrite, progress."""
+    from .generation import generate_file as _generate_file
+
+    return _generate_file(run_dir, str(path), output, **options)
+
+
 def evaluate(run_dir, data, batch_size: int = 32, prompt: dict | None = None) -> dict:
     """Metrics of a fine-tuned run on labelled data (a file, folder, glob, list or builtin:NAME); with `prompt`,
     of any masked/causal LM used zero-shot as a cloze classifier."""
@@ -89,7 +108,7 @@ def evaluate(run_dir, data, batch_size: int = 32, prompt: dict | None = None) ->
     return _evaluate(run_dir, data, batch_size, prompt)
 
 
-__all__ = ["pretrain", "finetune", "compare", "predict", "evaluate", "load_config", "FinetuneConfig", "LabelledDataConfig",
+__all__ = ["pretrain", "finetune", "compare", "predict", "predict_file", "generate_file", "evaluate", "load_config", "FinetuneConfig", "LabelledDataConfig",
            "FrozenConfig", "LoraConfig", "SoftPromptConfig", "PromptConfig", "resolve", "RunResult", "PretrainConfig", "ModelConfig", "TokenizerConfig",
            "DataConfig", "MLMConfig", "TrainConfig", "HfkitError", "ConfigError", "DataError", "ModelError",
            "OutputDirError", "__version__"]

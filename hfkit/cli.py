@@ -255,17 +255,19 @@ def compare(
 def predict(
     run_dir: str = typer.Argument(..., help="A fine-tuned run directory (full model, adapter or frozen head)."),
     texts: Optional[List[str]] = typer.Argument(None, help="Texts to classify.", show_default=False),
-    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Classify every row of a file (.txt lines, or csv/jsonl/parquet with the run's text column)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here (one object per input) instead of printing."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Predict every row of a file of any size (.txt lines, or csv/tsv/jsonl/json/parquet with the run's text column), a chunk at a time."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the results here (.jsonl or .parquet, one record per input row, in input order) instead of printing JSONL."),
     batch_size: int = typer.Option(32, "--batch-size", help="Texts per forward pass."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a --file job that was stopped: finished chunks are kept, no row is written twice."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output (it stays whole until the new one is complete)."),
+    chunk_rows: int = typer.Option(4096, "--chunk-rows", help="Rows read, sorted by length and written together; memory holds one chunk."),
     template: Optional[str] = typer.Option(None, "--template", help="Zero-shot: a cloze template, e.g. '{text} It was {mask}.'; RUN_DIR may then be any masked or causal LM."),
     verbalizer: Optional[str] = typer.Option(None, "--verbalizer", help="Zero-shot: label words as YAML, e.g. '{positive: [great], negative: [terrible]}'."),
     calibrate: bool = typer.Option(False, "--calibrate", help="Zero-shot: contextual calibration against content-free inputs."),
 ):
     """Predict labels and scores (or, for a token-classification run, entities) with a fine-tuned run.
 
-    Prints `label<TAB>score<TAB>text` per text given as arguments; with --file, JSONL
-    ({"text", "label", "score", "scores"} per row) to stdout or to --output.
+    Prints `label<TAB>score<TAB>text` per text given as arguments:
 
       hfkit predict runs/sentiment-lora "a wonderful film" "dull and lifeless"
 
@@ -274,7 +276,16 @@ def predict(
 
       hfkit predict runs/ner-lora "Empire State Building is in New York"
 
+    A file of any size: read and predicted a chunk at a time (memory stays flat), with a progress bar, into one
+    JSONL or parquet file in input order ({"text", "label", "score", "scores"} per row). A stopped job goes on with
+    --resume. Under torchrun or accelerate launch each process predicts its share of the chunks and the output is
+    the same single file:
+
       hfkit predict runs/sentiment-lora --file reviews.csv --output predictions.jsonl
+
+      hfkit predict runs/sentiment-lora --file reviews.csv --output predictions.jsonl --resume
+
+      torchrun --nproc_per_node 8 -m hfkit predict runs/sentiment-lora --file big.parquet --output out.parquet
 
     Zero-shot, any masked or causal LM as a cloze classifier (no training):
 
@@ -282,29 +293,36 @@ def predict(
     """
     import json
 
-    items = list(texts or [])
-    pairs = None
+    zero_shot = _zero_shot(template, verbalizer, calibrate)
     if file is not None:
-        file_texts, pairs = _run(_read_inputs, run_dir, str(file))
-        items += file_texts
-        if pairs is not None and texts:
-            typer.echo("error: give texts either on the command line or with --file, not both, for a pair task", err=True)
+        if texts:
+            typer.echo("error: give texts either on the command line or with --file, not both", err=True)
             raise typer.Exit(2)
+        from .inference import predict_file
+
+        def emit(records):
+            for record in records:
+                typer.echo(json.dumps(record, ensure_ascii=False))
+
+        summary = _run(predict_file, run_dir, str(file), str(output) if output else None, batch_size=batch_size,
+                       chunk_rows=chunk_rows, resume=resume, overwrite=overwrite, prompt=zero_shot, emit=emit)
+        if output is not None and _main_process():
+            typer.echo(f"{summary['rows']} predictions written to {output} ({summary['rows_per_second']} rows/s)")
+        return
+    items = list(texts or [])
     if not items:
         typer.echo("error: nothing to classify; give texts as arguments or --file FILE", err=True)
         raise typer.Exit(2)
     from .inference import predict as run_predict
 
-    results = _run(run_predict, run_dir, items, pairs, batch_size, _zero_shot(template, verbalizer, calibrate))
-    records = (json.dumps({"text": text, **result}, ensure_ascii=False) for text, result in zip(items, results))
+    results = _run(run_predict, run_dir, items, None, batch_size, zero_shot)
     if output is not None:
+        if output.exists() and not overwrite:
+            typer.echo(f"error: --output: '{output}' exists; give --overwrite to replace it or another path", err=True)
+            raise typer.Exit(2)
         with open(output, "w", encoding="utf-8") as fh:
-            fh.writelines(record + "\n" for record in records)
+            fh.writelines(json.dumps({"text": t, **r}, ensure_ascii=False) + "\n" for t, r in zip(items, results))
         typer.echo(f"{len(results)} predictions written to {output}")
-        return
-    if file is not None:  # file input: JSONL on stdout, one object per row
-        for record in records:
-            typer.echo(record)
         return
     for text, result in zip(items, results):
         if "entities" in result or "words" in result:  # token classification: one line per entity (or word)
@@ -315,26 +333,6 @@ def predict(
         label = result.get("label", ",".join(result.get("labels", [])) if "labels" in result else "")
         score = result.get("score")
         typer.echo(f"{label}\t{score:.4f}\t{text}" if score is not None else f"{label}\t\t{text}")
-
-
-def _read_inputs(run_dir: str, path: str):
-    """Texts (and pair texts) from a prediction input file, using the run's column names."""
-    from .data import concatenate, load_table
-    from .errors import DataError
-    from .inference import load_run_columns
-
-    text_column, pair_column = load_run_columns(run_dir)
-    ds = concatenate(load_table(path, key="--file"), "--file")
-    column = text_column if text_column in ds.column_names else ("text" if "text" in ds.column_names else None)
-    if column is None:
-        raise DataError(f"--file: no column '{text_column}' in {path}; its columns are {', '.join(ds.column_names)}")
-    texts = [t if isinstance(t, str) else "" for t in ds[column]]
-    pairs = None
-    if pair_column:
-        if pair_column not in ds.column_names:
-            raise DataError(f"--file: the run classifies text pairs but {path} has no column '{pair_column}'")
-        pairs = list(ds[pair_column])
-    return texts, pairs
 
 
 @app.command()
@@ -429,12 +427,19 @@ TOP_P_HELP = "Sampling only: keep the smallest set of likeliest tokens whose pro
 @app.command()
 def generate(
     run_dir: str = typer.Argument(..., help="An sft run directory (full model or adapter), a causal-LM pretraining run, a model folder or builtin:NAME."),
-    prompts: List[str] = typer.Argument(..., help="One or more prompts, each answered on its own as a user turn."),
+    prompts: Optional[List[str]] = typer.Argument(None, help="One or more prompts, each answered on its own as a user turn.", show_default=False),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help=MAX_NEW_HELP),
     temperature: float = typer.Option(0.0, "--temperature", help=TEMPERATURE_HELP),
     top_p: float = typer.Option(1.0, "--top-p", help=TOP_P_HELP),
     system: Optional[str] = typer.Option(None, "--system", help="A system turn before each prompt."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling (temperature > 0)."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Answer every row of a file (.txt lines, or csv/tsv/jsonl/json/parquet with a --column), in batches, a chunk at a time."),
+    column: str = typer.Option("prompt", "--column", help="--file: the column holding the prompts."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="--file: write {\"prompt\", \"text\"} per row here (.jsonl or .parquet), in input order, instead of printing JSONL."),
+    stop: Optional[List[str]] = typer.Option(None, "--stop", help="--file: end a reply just before this string (repeat for several)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="--file: prompts generated together (left-padded, KV cache)."),
+    resume: bool = typer.Option(False, "--resume", help="--file: continue a stopped job; no row is written twice."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="--file: replace an existing --output (whole until the new one is complete)."),
 ):
     """Answer prompts with a causal LM, through the run's own chat template (the one it was trained with).
 
@@ -442,8 +447,36 @@ def generate(
 
       hfkit generate runs/sft-lora "Name a colour." --temperature 0.7 --top-p 0.9 --seed 1
 
+    A file of prompts, answered in batches into one JSONL or parquet file in input order; a stopped job goes on
+    with --resume, and under torchrun / accelerate launch each process answers its share:
+
+      hfkit generate runs/sft-lora --file questions.jsonl --column question --output answers.jsonl --max-new-tokens 64
+
     A model without a chat template continues the prompt as plain text.
     """
+    if file is not None:
+        import json
+
+        from .generation import generate_file
+
+        if prompts:
+            typer.echo("error: give prompts either on the command line or with --file, not both", err=True)
+            raise typer.Exit(2)
+
+        def emit(records):
+            for record in records:
+                typer.echo(json.dumps(record, ensure_ascii=False))
+
+        summary = _run(generate_file, run_dir, str(file), str(output) if output else None, column=column,
+                       system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                       seed=seed or 0, stop=list(stop or []) or None, batch_size=batch_size, resume=resume,
+                       overwrite=overwrite, emit=emit)
+        if output is not None and _main_process():
+            typer.echo(f"{summary['rows']} replies written to {output} ({summary['rows_per_second']} rows/s)")
+        return
+    if not prompts:
+        typer.echo("error: nothing to answer; give prompts as arguments or --file FILE", err=True)
+        raise typer.Exit(2)
     from .generation import generate as run_generate, load_causal_lm
 
     model, tokenizer = _run(_quiet_load, load_causal_lm, run_dir)
@@ -551,8 +584,9 @@ def recipes(
 @app.command()
 def env(strict: bool = typer.Option(False, "--strict", help="Exit 1 when a package is outside hfkit's tested ranges "
                                                              "or differs from the lock.")):
-    """What to paste into a bug report: hfkit, Python, platform, torch (CUDA, devices), the Hugging Face libraries,
-    and whether they are the versions hfkit was tested with.
+    """What to paste into a bug report: hfkit, Python, platform, torch (CUDA, devices), the device's peak TFLOP/s
+    (a GPU's data sheet, or a matmul probe measured once per machine and cached), the Hugging Face libraries, and
+    whether they are the versions hfkit was tested with.
 
     Each package is compared with the range hfkit declares (pyproject.toml) and, in a source checkout, with the lock
     that `make setup` and CI install (requirements/lock.txt). A version outside the range was never run by hfkit's
@@ -573,6 +607,11 @@ def env(strict: bool = typer.Option(False, "--strict", help="Exit 1 when a packa
         devices = (", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
                    if torch.cuda.is_available() else "no GPU visible")
         lines.append(f"torch device: CUDA {cuda}; {devices}; {torch.get_num_threads()} CPU threads")
+        from .flops import device_peak_tflops
+
+        peaks = [(dtype, *device_peak_tflops(None, dtype)) for dtype in ("fp32", "bf16")]
+        lines.append("peak (the MFU in metrics.json is measured against it): " + "; ".join(
+            f"{dtype} {value:.3g} TFLOP/s ({source})" for dtype, value, source in peaks if value))
     except ImportError:
         lines.append("torch device: torch is not installed")
     lines.append(f"lock: {LOCK_FILE}" if LOCK_FILE.is_file() else "lock: none (not a source checkout)")

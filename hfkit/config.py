@@ -38,6 +38,11 @@ class ModelConfig:
     random_init: bool = False
     """Fine-tuning: `path`'s architecture and tokenizer with freshly initialised weights, the baseline that shows
     what pretraining buys (methods full, frozen, or pet with prompt.tune=full)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Fine-tuning: the dtype the loaded weights are stored in. auto = the run's 16-bit dtype (train.precision bf16 or
+    fp16, which auto picks on a GPU) when the method freezes the base model (lora, ia3, soft prompts, frozen),
+    else float32. What trains (adapters, heads, prompts) and the optimizer stay float32 either way. A 16-bit base
+    halves its memory; full fine-tuning keeps float32 weights (the master copy mixed precision needs)."""
 
 
 @dataclass
@@ -177,7 +182,8 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto = bf16 on a GPU that supports it, else fp32."""
     peak_tflops: float | None = None
-    """Peak TFLOP/s of one device, for the MFU in metrics.json (default: a table of common GPUs; none on CPU)."""
+    """Peak TFLOP/s of one device, for the MFU in metrics.json (default: a common GPU's data sheet, else a matmul
+    probe at the run's dtype, measured once per machine and cached; HFKIT_PEAK_TFLOPS also sets it)."""
     logging_steps: int = 10
     """Log the training loss every N steps."""
     eval_steps: int | None = None
@@ -574,6 +580,15 @@ class FinetuneConfig:
         from .tasks import TASKS, get_task
 
         problems: list[str] = []
+        if self.model.dtype in ("bfloat16", "float16"):
+            if self.adaptation == "full":
+                problems.append(f"model.dtype: {self.model.dtype} stores the weights that train; full fine-tuning "
+                                "needs float32 weights (use train.precision=bf16 for 16-bit compute) or a method that "
+                                "freezes the base (lora, ia3, frozen, prompt_tuning)")
+            wanted = "bf16" if self.model.dtype == "bfloat16" else "fp16"
+            if self.train.precision not in ("auto", wanted):
+                problems.append(f"model.dtype: {self.model.dtype} needs train.precision={wanted} (16-bit weights "
+                                f"compute in 16 bits), not {self.train.precision}")
         if self.task not in TASKS:
             problems.append(f"task: unknown task '{self.task}'{_suggest(self.task, list(TASKS))}; choose one of "
                             f"{', '.join(TASKS)}")

@@ -15,9 +15,9 @@ from pathlib import Path
 from .checkpoints import holds_output_dir
 from .config import FinetuneConfig, save_yaml
 from .errors import ConfigError, ModelError
-from .flops import mfu_metrics
+from .flops import mfu_metrics, run_dtype
 from .methods import METHODS
-from .models import count_parameters, resolve_model_path
+from .models import base_dtype, count_parameters, resolve_model_path, upcast_trainable
 from .tasks import Task, get_task
 from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, fsdp_units, log, padding_fraction,
                        ranks_in_sync, run_stats, start_run, steps_this_session, training_arguments)
@@ -114,7 +114,7 @@ def run(cfg: FinetuneConfig, find_lr: bool = False) -> RunResult:
     model, fresh = getattr(task, method.model_builder)(cfg, tokenizer, info)
     if fresh:
         log(f"initialised here (not in the checkpoint): {', '.join(fresh)}")
-    model = method.apply(model, cfg, task.peft_task_type(cfg, info), fresh)
+    model = upcast_trainable(method.apply(model, cfg, task.peft_task_type(cfg, info), fresh), cfg)
     trainable, total = count_parameters(model)
     log(f"method {cfg.method}{task.method_note(cfg)}: {trainable:,} of {total:,} parameters train "
         f"({100 * trainable / total:.2f}%)")
@@ -184,7 +184,8 @@ def run_metrics(cfg: FinetuneConfig, task: Task, info, trainer, train_output, en
     trainable, total = count_parameters(model)
     metrics.update(trainable_params=trainable, total_params=total, trainable_fraction=trainable / total,
                    global_step=trainer.state.global_step, train_wall_seconds=round(wall, 3),
-                   world_size=trainer.args.world_size)
+                   world_size=trainer.args.world_size, base_dtype=base_dtype(cfg),
+                   weights_mb=round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20, 1))
     if train_output is None:
         return metrics
     mean_tokens = sum(lengths) / max(len(lengths), 1)
@@ -193,7 +194,7 @@ def run_metrics(cfg: FinetuneConfig, task: Task, info, trainer, train_output, en
         metrics["train_padding_fraction"] = 0.0 if packed else padding_fraction(
             lengths, cfg.train.batch_size, cfg.train.group_by_length, cfg.train.seed)
         metrics.update(mfu_metrics(model, mean_tokens, metrics["train_tokens_per_second"], trainer.args.world_size,
-                                   cfg.train.peak_tflops))
+                                   cfg.train.peak_tflops, run_dtype(trainer.args)))
     in_sync = ranks_in_sync(trainer)
     if in_sync is not None:
         metrics["ranks_in_sync"] = in_sync

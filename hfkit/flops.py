@@ -5,6 +5,11 @@ embedding lookups, plus an LM head's output projection, counted even when tied t
 H hidden size, T tokens per sequence (the attention scores and their weighted sum, forward and backward). It
 counts what the model needs, not what a run recomputes (gradient checkpointing) or skips (frozen weights).
 MFU = achieved model FLOP/s / (peak FLOP/s per device x devices).
+
+The peak: `train.peak_tflops` (or HFKIT_PEAK_TFLOPS) when given; on a GPU in the table, its data sheet; otherwise
+(a CPU, or an unknown GPU) a matmul probe at the run's dtype measures it: square matrices large enough to reach the
+BLAS's steady rate, timed for about half a second. The figure is cached per machine (CPU or GPU model, threads,
+torch version, dtype) in $HFKIT_CACHE/peak.json, so a run pays for the probe once.
 """
 
 from __future__ import annotations
@@ -44,28 +49,122 @@ def flops_per_token(model, seq_len: int) -> float:
     return training_flops(matmul_params(model), *depth_and_width(getattr(model, "config", None)), seq_len)
 
 
-def device_peak_tflops(configured: float | None) -> float | None:
-    """The peak to measure MFU against: train.peak_tflops, else the table entry for this GPU, else None (CPU)."""
-    if configured:
-        return configured
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name(0)
+def datasheet_peak(name: str) -> float | None:
     for key, value in PEAK_TFLOPS.items():
         if key in name:
             return value
     return None
 
 
+def machine_key(dtype: str) -> str:
+    """What the measured peak depends on: the processor (or GPU), threads, torch, dtype."""
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        chip = torch.cuda.get_device_name(0)
+    else:
+        chip = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as fh:
+                chip = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), chip)
+        except OSError:
+            pass
+        chip = f"{chip}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
+    return f"{chip} | torch {torch.__version__} | {dtype}"
+
+
+def probe_peak_tflops(dtype: str = "fp32", seconds: float = 0.5) -> float:
+    """Measured dense matmul TFLOP/s of this device at `dtype` (fp32 | bf16 | fp16): square matrices, sized so one
+    product takes about 50 ms (at most 2048 on a CPU, 8192 on a GPU), after a warm-up."""
+    import time
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    kind = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+
+    def rate(n: int, least: float) -> float:
+        a = torch.randn(n, n, device=device).to(kind)
+        b = torch.randn(n, n, device=device).to(kind)
+        a @ b  # warm-up: BLAS threads, kernel choice
+        done, start = 0, time.perf_counter()
+        while True:
+            a @ b
+            done += 1
+            if cuda:
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
+            if elapsed >= least:
+                return 2.0 * n ** 3 * done / elapsed / 1e12
+
+    guess = rate(256, 0.02)  # a first figure sizes the real probe (a CPU without native bf16 is 100x slower)
+    n = int(min(8192 if cuda else 2048, max(256, (0.05 * guess * 1e12 / 2) ** (1 / 3))))
+    n -= n % 64
+    return rate(n, seconds)
+
+
+def measured_peak_tflops(dtype: str = "fp32", refresh: bool = False) -> float:
+    """probe_peak_tflops, cached per machine_key in $HFKIT_CACHE/peak.json."""
+    import json
+    import os
+
+    from .data import default_cache_dir
+
+    path = default_cache_dir() / "peak.json"
+    key = machine_key(dtype)
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        table = {}
+    if key in table and not refresh:
+        return table[key]
+    table[key] = round(probe_peak_tflops(dtype), 4)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"peak.json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache: measured again next time
+    return table[key]
+
+
+def device_peak_tflops(configured: float | None, dtype: str = "fp32") -> tuple[float | None, str]:
+    """(peak TFLOP/s of one device, where it came from): train.peak_tflops or HFKIT_PEAK_TFLOPS, else the data
+    sheet of a GPU in the table, else measured (cached)."""
+    import os
+
+    import torch
+
+    if configured:
+        return configured, "configured"
+    if os.environ.get("HFKIT_PEAK_TFLOPS"):
+        return float(os.environ["HFKIT_PEAK_TFLOPS"]), "HFKIT_PEAK_TFLOPS"
+    if torch.cuda.is_available():
+        sheet = datasheet_peak(torch.cuda.get_device_name(0))
+        if sheet and dtype != "fp32":
+            return sheet, "data sheet"
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        return None, "measured on process 0 only"  # probes in every process at once would measure a shared CPU
+    return measured_peak_tflops(dtype), f"measured ({dtype} matmul)"
+
+
 def mfu_metrics(model, seq_len: float, tokens_per_second: float | None, world_size: int,
-                peak_tflops: float | None) -> dict:
-    """model_flops_per_token, train_model_tflops_per_second (all devices) and mfu (None without a known peak)."""
+                peak_tflops: float | None, dtype: str = "fp32") -> dict:
+    """model_flops_per_token, train_model_tflops_per_second (all devices), the peak and where it came from, mfu."""
     if not tokens_per_second:
         return {}
     per_token = flops_per_token(model, round(seq_len))
     achieved = per_token * tokens_per_second / 1e12
-    peak = device_peak_tflops(peak_tflops)
+    peak, source = device_peak_tflops(peak_tflops, dtype)
     return {"model_flops_per_token": per_token, "train_model_tflops_per_second": round(achieved, 4),
-            "peak_tflops_per_device": peak, "mfu": round(achieved / (peak * world_size), 4) if peak else None}
+            "peak_tflops_per_device": peak, "peak_source": source,
+            "mfu": round(achieved / (peak * world_size), 4) if peak else None}
+
+
+def run_dtype(args) -> str:
+    """The dtype a Trainer computes its matmuls in: bf16 / fp16 (autocast) or fp32."""
+    return "bf16" if getattr(args, "bf16", False) else "fp16" if getattr(args, "fp16", False) else "fp32"

@@ -188,3 +188,35 @@ def evaluate(run_dir: str | Path, data: str | list[str], batch_size: int = 32, p
 
     run = open_run(run_dir, prompt)
     return get_task(run.task, run.config).evaluate(run, data, batch_size)
+
+
+def predict_file(run_dir: str | Path, path: str, output: str | Path | None = None, *, batch_size: int = 32,
+                 chunk_rows: int | None = None, resume: bool = False, overwrite: bool = False,
+                 prompt: dict | None = None, progress: bool = True, emit=None) -> dict:
+    """Predict every row of a file of any size (csv, tsv, jsonl, json, parquet, txt) into `output` (.jsonl or
+    .parquet, one record per row in input order: {"text", ...the task's result}), a chunk at a time, resumable
+    (`resume=True`) and shared between processes under torchrun / accelerate launch (see hfkit.batch). Without
+    `output`, each chunk's records go to `emit`. Returns {rows, predicted, seconds, rows_per_second, output}."""
+    from .batch import CHUNK_ROWS, input_format, place, run_file, text_of
+    from .tasks import get_task
+
+    fmt = input_format(path)
+    run = open_run(run_dir, prompt)
+    run.model = place(run.model)
+    task = get_task(run.task, run.config)
+    column = "text" if fmt == "text" else run.text_column
+    pair_column = run.text_pair_column
+
+    def predict_chunk(rows: list[dict], k: int) -> list[dict]:
+        col = column if column in rows[0] or "text" not in rows[0] else "text"  # a file may name it `text`
+        texts = [text_of(r, col, path) for r in rows]
+        pairs = [text_of(r, pair_column, path) for r in rows] if pair_column else None
+        results = task.predict(run, texts, pairs, batch_size)
+        if pairs is None:
+            return [{"text": t, **r} for t, r in zip(texts, results)]
+        return [{"text": t, "text_pair": p, **r} for t, p, r in zip(texts, pairs, results)]
+
+    identity = {"kind": "predict", "run": str(Path(str(run_dir)).resolve()) if Path(str(run_dir)).exists()
+                else str(run_dir), "prompt": prompt}
+    return run_file(path, output, predict_chunk, identity, chunk_rows=chunk_rows or CHUNK_ROWS, resume=resume,
+                    overwrite=overwrite, progress=progress, emit=emit)

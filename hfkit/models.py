@@ -310,7 +310,7 @@ def load_head_model(auto_cls, cfg, tokenizer, names: list[str], **head):
     adapter must train and save them. Pads with the tokenizer's pad token; grows the embeddings to its vocabulary."""
     m = cfg.model
     head.update(id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-    model, loading = load_pretrained(auto_cls, resolve_model_path(m.path), revision=m.revision,
+    model, loading = load_pretrained(auto_cls, resolve_model_path(m.path), revision=m.revision, **dtype_kwargs(cfg),
                                      trust_remote_code=m.trust_remote_code, attn_implementation=m.attn_implementation,
                                      random_init=m.random_init, output_loading_info=True, **head, **m.overrides)
     fresh = sorted({key.rsplit(".", 1)[0] for key in loading.get("missing_keys", [])})
@@ -327,6 +327,50 @@ def load_backbone(cfg):
     from transformers import AutoModel
 
     m = cfg.model
-    return load_pretrained(AutoModel, resolve_model_path(m.path), revision=m.revision,
+    return load_pretrained(AutoModel, resolve_model_path(m.path), revision=m.revision, **dtype_kwargs(cfg),
                            trust_remote_code=m.trust_remote_code, attn_implementation=m.attn_implementation,
                            random_init=m.random_init, **m.overrides)
+
+
+def resolved_precision(precision: str) -> str:
+    """train.precision with auto resolved: bf16 on a GPU that supports it, else fp32."""
+    import torch
+
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return precision
+
+
+def base_dtype(cfg) -> str:
+    """model.dtype resolved: the run's 16-bit dtype for a frozen base under 16-bit precision, else float32."""
+    wanted = getattr(cfg.model, "dtype", "float32")
+    if wanted != "auto":
+        return wanted
+    if getattr(cfg, "adaptation", "full") in ("full", "zero_shot"):
+        return "float32"
+    return {"bf16": "bfloat16", "fp16": "float16"}.get(resolved_precision(cfg.train.precision), "float32")
+
+
+def dtype_kwargs(cfg) -> dict:
+    """from_pretrained's dtype for model.dtype (nothing for float32, transformers' default)."""
+    import torch
+
+    name = base_dtype(cfg)
+    return {} if name == "float32" else {"dtype": getattr(torch, name)}
+
+
+def upcast_trainable(model, cfg):
+    """With a 16-bit base (model.dtype), what trains goes back to float32 (adapters, heads, prompt tables copied
+    from 16-bit weights): the optimizer and its updates stay exact however the frozen base is stored. Returns the
+    model."""
+    import torch
+
+    from .console import log
+
+    if base_dtype(cfg) == "float32":
+        return model
+    log(f"model.dtype: the frozen base in {base_dtype(cfg)}; what trains in float32")
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return model

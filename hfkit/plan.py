@@ -9,7 +9,8 @@ Memory per GPU for mixed-precision AdamW, 16 bytes per trained parameter however
 
 DDP keeps all of it on every GPU; ZeRO-2 shards gradients and optimizer state over the data-parallel GPUs; ZeRO-3
 and FSDP full shard shard the weights too; CPU offload moves the optimizer state (ZeRO-3 / FSDP: the weights too)
-into host memory. Frozen weights (LoRA's base) take only their weight bytes.
+into host memory. Frozen weights (LoRA's base) take only their weight bytes: 2 when model.dtype stores the base in
+16 bits (its default, auto, does so for LoRA under bf16), else the strategy's weight bytes.
 
 Activations are traced, not guessed: one sequence runs through the model's own forward on the meta device (bf16,
 with PEFT's adapters for LoRA), and what autograd saves for the backward pass is added up, per transformer block
@@ -73,6 +74,7 @@ class Shape:
     batch: int  # sequences per GPU per forward pass
     largest_layer: int  # parameters of one transformer block (what ZeRO-3 / FSDP gathers at a time)
     saved: "Saved | None" = None  # activations traced through the model's own forward; None: the formula
+    base_bytes: int | None = None  # bytes per frozen weight when the base is stored in 16 bits (model.dtype)
 
 
 @dataclass
@@ -172,8 +174,11 @@ def model_shape(cfg, kind: str) -> tuple[Shape, object]:
         saved = None
         log(f"plan: activations from Korthikanti et al.'s formula; tracing {type(model).__name__} failed "
             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
+    # A GPU run computes in bf16 (train.precision auto), so model.dtype auto stores a LoRA's frozen base in bf16.
+    dtype = getattr(cfg.model, "dtype", "float32")
+    base_bytes = 2 if method == "lora" and dtype in ("auto", "bfloat16", "float16") else None
     return Shape(total=total, trained=trained, matmul=matmul, layers=layers, hidden=hidden, vocab=vocab, seq=seq,
-                 batch=cfg.train.batch_size, largest_layer=largest, saved=saved), config
+                 batch=cfg.train.batch_size, largest_layer=largest, saved=saved, base_bytes=base_bytes), config
 
 
 def _flash_like_sdpa():
@@ -262,7 +267,7 @@ def memory(shape: Shape, strategy: str, gpus: int, checkpointing: bool,
     fp32) applies to the formula only: a traced model already has its dtype."""
     _, (bw, bg, bo), (shard_w, shard_g, shard_o), (off_w, off_o) = STRATEGIES[strategy]
     n = max(gpus, 1)
-    weights = float(bw * shape.total)
+    weights = float(bw * shape.trained + (shape.base_bytes or bw) * (shape.total - shape.trained))
     grads = float(bg * shape.trained)
     optimizer = float(bo * shape.trained)
     gathered = 2 * bw * shape.largest_layer  # one block gathered whole, and the next prefetched

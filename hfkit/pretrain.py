@@ -17,7 +17,7 @@ from pathlib import Path
 from .checkpoints import holds_output_dir
 from .config import PretrainConfig, save_yaml
 from .errors import ModelError
-from .flops import mfu_metrics
+from .flops import mfu_metrics, run_dtype
 from .models import PRESETS, count_parameters, resolve_model_path
 from .objectives import get_objective
 from .training import (RunResult, claim_output_dir, finish_run, finite_or_none, fsdp_units, log, ranks_in_sync,
@@ -210,7 +210,7 @@ def run(cfg: PretrainConfig, find_lr: bool = False) -> RunResult:
     length = objective.example_length(cfg, lm["train"])
     metrics.update(run_stats(tokens=round(blocks * length), samples=blocks, wall=wall))
     metrics.update(mfu_metrics(model, length, metrics["train_tokens_per_second"], t.world_size,
-                               cfg.train.peak_tflops))
+                               cfg.train.peak_tflops, run_dtype(t)))
     in_sync = ranks_in_sync(trainer)
     if in_sync is not None:
         metrics["ranks_in_sync"] = in_sync

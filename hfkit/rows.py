@@ -138,11 +138,11 @@ def csv_rows(path: str, *, key: str, on_error: str, delimiter: str = ","):
     `line` is the line the record starts on (quoted fields may span lines)."""
     csv.field_size_limit(sys.maxsize)
     lines = _utf8_lines(path, key=key, on_error=on_error)
-    numbers: list[int] = []
+    numbers: list[int] = []  # the last line number fed to the reader (one item: memory stays flat on long files)
 
     def feed():
         for number, text in lines:
-            numbers.append(number)
+            numbers[:] = [number]
             yield text
 
     reader = csv.reader(feed(), delimiter=delimiter)

@@ -33,6 +33,14 @@ def synthetic_documents(n: int, seed: int = 0) -> list[str]:
     return docs
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_caches(tmp_path_factory):
+    """Session- and module-scoped fixtures (tiny runs) start before the per-test fixture below: keep them out of
+    the user's ~/.cache too (tokenized corpora, the measured peak)."""
+    os.environ["HFKIT_CACHE"] = str(tmp_path_factory.getbasetemp() / "hfkit-cache")
+    os.environ["HF_DATASETS_CACHE"] = str(tmp_path_factory.getbasetemp() / "hf-datasets")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "hfkit-cache"

@@ -344,3 +344,36 @@ def test_evaluate_splits_labels_like_the_run_did(tmp_path, mlm_run):
                              "train": {"epochs": 1, "report_to": []}})
     metrics = hfkit.evaluate(result.output_dir, str(tmp_path / "tags.csv"))
     assert metrics["eval_samples"] == 120 and set(metrics["eval_report"]["per_class"]) == {"animal", "domestic", "person"}
+
+
+def test_frozen_base_in_16_bits_trains_in_fp32(tmp_path, random_bert_dir, labelled, monkeypatch):
+    """model.dtype auto with train.precision=bf16 and LoRA: the base is loaded in bf16, what trains (adapters, the
+    new head) is float32 and so is the saved adapter; the run reloads for prediction. 16-bit weights that would
+    train, or 16-bit weights under fp32 compute, are refused."""
+    from safetensors.torch import load_file
+
+    import hfkit.finetune as recipe
+    from hfkit.config import resolve
+    from hfkit.errors import ConfigError
+
+    seen = {}
+    original = recipe.upcast_trainable
+
+    def spy(model, cfg):
+        model = original(model, cfg)
+        seen["frozen"] = {p.dtype for p in model.parameters() if not p.requires_grad}
+        seen["trained"] = {p.dtype for p in model.parameters() if p.requires_grad}
+        return model
+
+    monkeypatch.setattr(recipe, "upcast_trainable", spy)
+    result = hfkit.finetune(finetune_cfg(random_bert_dir, labelled, tmp_path / "lora16", "lora",
+                                         **{"train.precision": "bf16", "train.max_steps": 4, "train.epochs": 1}))
+    assert seen == {"frozen": {torch.bfloat16}, "trained": {torch.float32}}
+    adapter = load_file(str(result.output_dir / "adapter_model.safetensors"))
+    assert {t.dtype for t in adapter.values()} == {torch.float32}
+    assert hfkit.predict(result.output_dir, ["the happy cat sees the tree ."])[0]["label"] in ("animal", "person")
+    for overrides, message in ((["method=full", "model.dtype=bfloat16"], "full fine-tuning needs float32"),
+                               (["method=lora", "model.dtype=bfloat16", "train.precision=fp32"],
+                                "needs train.precision=bf16")):
+        with pytest.raises(ConfigError, match=message):
+            resolve("finetune", "classification-lora", overrides)

@@ -296,3 +296,34 @@ def test_prompting_through_the_chat_template(sft_full_run):
     assert not use_chat("auto", tokenizer, "mlm")
     with pytest.raises(ConfigError, match="prompt.chat: on needs a causal LM"):
         use_chat("on", tokenizer, "mlm")
+
+
+def test_generate_file_batches_like_one_by_one_with_stop_strings_and_resume(sft_full_run, tmp_path):
+    """`hfkit generate --file`: left-padded batches answer what one prompt at a time does, in input order; a stop
+    string ends a reply before it; the output is refused when it exists and written once."""
+    from hfkit.generation import generate, generate_file, load_causal_lm
+
+    run = str(sft_full_run.output_dir)
+    nouns = ["horse", "dog", "the small bird", "cat", "farmer", "big teacher", "child", "doctor", "dog", "cat"]
+    prompts = [f"where is the {n} ?" for n in nouns]
+    source = tmp_path / "prompts.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "question": p}) + "\n" for i, p in enumerate(prompts)))
+    out = tmp_path / "answers.jsonl"
+    summary = generate_file(run, str(source), str(out), column="question", max_new_tokens=24, batch_size=3,
+                            chunk_rows=4, progress=False)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    model, tokenizer = load_causal_lm(run)
+    single = [generate(model, tokenizer, [{"role": "user", "content": p}], max_new_tokens=24) for p in prompts]
+    assert summary["rows"] == 10 and [r["prompt"] for r in rows] == prompts
+    assert [r["text"] for r in rows] == single and single[0] == "the horse is here ."
+    stopped = tmp_path / "stopped.jsonl"
+    result = CliRunner().invoke(app, ["generate", run, "--file", str(source), "--column", "question", "--output",
+                                      str(stopped), "--stop", " is", "--max-new-tokens", "24"])
+    assert result.exit_code == 0, result.output
+    cut = [json.loads(line)["text"] for line in stopped.read_text().splitlines()]
+    assert cut[0] == "the horse" and all(s.startswith(c) for s, c in zip(single, cut))
+    again = CliRunner().invoke(app, ["generate", run, "--file", str(source), "--column", "question", "--output",
+                                     str(stopped)])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    missing = CliRunner().invoke(app, ["generate", run, "--file", str(source)])
+    assert missing.exit_code == 2 and "no column 'prompt'" in missing.output

@@ -50,7 +50,29 @@ def test_mfu_against_a_given_peak():
     m = mfu_metrics(model, 32, tokens_per_second=1e6, world_size=2, peak_tflops=10.0)
     assert m["train_model_tflops_per_second"] == pytest.approx(flops_per_token(model, 32) * 1e6 / 1e12, rel=1e-3)
     assert m["mfu"] == pytest.approx(m["train_model_tflops_per_second"] / 20.0, rel=1e-3)
-    assert mfu_metrics(model, 32, tokens_per_second=1e6, world_size=1, peak_tflops=None)["mfu"] is None  # CPU here
+    measured = mfu_metrics(model, 32, tokens_per_second=1e6, world_size=1, peak_tflops=None)
+    assert measured["peak_source"] == "measured (fp32 matmul)" and measured["mfu"] == pytest.approx(
+        measured["train_model_tflops_per_second"] / measured["peak_tflops_per_device"], rel=1e-2)
+
+
+def test_peak_probe_measures_this_machine_and_is_cached(monkeypatch, tmp_path):
+    """The probe's figure is a real matmul rate (between 1 GFLOP/s and 1 PFLOP/s), cached per machine and dtype,
+    and a configured peak wins over it."""
+    import json
+    import time
+
+    from hfkit.flops import device_peak_tflops, machine_key, measured_peak_tflops
+
+    monkeypatch.setenv("HFKIT_CACHE", str(tmp_path))
+    first = measured_peak_tflops("fp32")
+    assert 1e-3 < first < 1e3
+    table = json.loads((tmp_path / "peak.json").read_text())
+    assert table == {machine_key("fp32"): first} and "torch" in machine_key("fp32")
+    start = time.perf_counter()
+    assert measured_peak_tflops("fp32") == first and time.perf_counter() - start < 0.05  # from the cache
+    assert device_peak_tflops(7.0) == (7.0, "configured")
+    monkeypatch.setenv("HFKIT_PEAK_TFLOPS", "3.5")
+    assert device_peak_tflops(None) == (3.5, "HFKIT_PEAK_TFLOPS")
 
 
 def test_padding_fraction_replays_the_sampler():

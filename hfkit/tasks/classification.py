@@ -281,7 +281,8 @@ def logits_for(run, texts: list[str], pairs: list[str] | None = None, batch_size
             idx = order[start:start + batch_size]
             batch = run.tokenizer([texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None, truncation=True,
                                   max_length=run.max_length, padding=True, return_tensors="pt")
-            logits = run.model(**batch).logits.float()
+            batch = batch.to(next(run.model.parameters()).device)
+            logits = run.model(**batch).logits.float().cpu()
             for row, i in enumerate(idx):
                 out[i] = logits[row]
     return torch.stack(out) if out else torch.empty(0)
@@ -533,14 +534,14 @@ class Cloze(Classification):
         import math
 
         from ..errors import ModelError
-        from ..models import resolve_model_path
+        from ..models import dtype_kwargs, resolve_model_path
         from ..prompting import load_lm
         from ..training import log
 
         m = cfg.model
         model, missing = load_lm(resolve_model_path(m.path), self.prompt.kind, revision=m.revision,
                                  trust_remote_code=m.trust_remote_code, attn_implementation=m.attn_implementation,
-                                 random_init=m.random_init, **m.overrides)
+                                 random_init=m.random_init, **dtype_kwargs(cfg), **m.overrides)
         if missing:
             log(f"warning: the checkpoint has no trained weights for {', '.join(missing)} (initialised at random): "
                 + ("zero-shot scores from it are noise" if cfg.method == "zero_shot" else "PET must learn them"))

@@ -179,7 +179,7 @@ class SupervisedFineTuning(Task):
         from transformers import AutoModelForCausalLM
 
         from ..chat import end_of_turn_ids
-        from ..models import load_pretrained, max_positions, resolve_model_path
+        from ..models import dtype_kwargs, load_pretrained, max_positions, resolve_model_path
 
         m = cfg.model
         if info.added_tokens and cfg.method != "full":
@@ -198,7 +198,7 @@ class SupervisedFineTuning(Task):
                 bnb_4bit_compute_dtype=torch.bfloat16), dtype=torch.bfloat16)
         model = load_pretrained(AutoModelForCausalLM, resolve_model_path(m.path), revision=m.revision,
                                 trust_remote_code=m.trust_remote_code, attn_implementation=m.attn_implementation,
-                                **quantized, **m.overrides)
+                                **(quantized or dtype_kwargs(cfg)), **m.overrides)
         if quantized:
             from peft import prepare_model_for_kbit_training
 

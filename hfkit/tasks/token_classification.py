@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from . import Task
 
 PREFIXES = ("B", "I", "E", "S")
@@ -395,7 +395,7 @@ class TokenClassification(Task):
         repaired = {k: v for k, v in info.repaired.items() if v}
         return (f"data: {len(train):,} training sentences ({sum(len(t) for t in train['tokens']):,} words)"
                 + "".join(f", {len(ds):,} {name} sentences" for name, ds in splits.items() if name != "train")
-                + f"; {what}" + (f"; invalid IOB2 tags repaired: "
+                + f"; {what}" + ("; invalid IOB2 tags repaired: "
                                  + ", ".join(f"{v} in {k}" for k, v in repaired.items()) if repaired else ""))
 
     def encode(self, splits, tokenizer, cfg, info):
@@ -564,7 +564,8 @@ def word_probabilities(run, sentences: list[list[str]], batch_size: int = 32):
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             batch = tokenizer.pad([rows[i] for i in idx], return_tensors="pt")
-            out = run.model(**batch).logits.float()
+            batch = batch.to(next(run.model.parameters()).device)
+            out = run.model(**batch).logits.float().cpu()
             for j, i in enumerate(idx):
                 logits[i] = torch.softmax(out[j, :len(rows[i]["input_ids"])], -1).numpy()
     words = word_predictions(logits, marks, meta, [len(s) for s in sentences])
