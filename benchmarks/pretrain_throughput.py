@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     parser.add_argument("--levers", action="store_true", help="add one-setting-changed hfkit sides")
     parser.add_argument("--compile", action="store_true", help="also time train.compile=true (compile time included)")
+    parser.add_argument("--sides", help="keep only the sides whose name contains one of these (comma-separated); "
+                                        "the baseline always runs")
     args = parser.parse_args()
     shape = SHAPES[args.shape]
     work = Path(tempfile.mkdtemp(prefix="hfkit-bench-pretrain-"))
@@ -155,6 +157,10 @@ def main() -> None:
             sides["hfkit, train.optimizer=adamw_torch_fused"] = lambda out: ours(out, train={"optimizer": "adamw_torch_fused"})
         if args.compile:
             sides["hfkit, train.compile=true"] = lambda out: ours(out, train={"compile": True})
+        if args.sides:
+            keep = args.sides.split(",")
+            sides = {name: side for i, (name, side) in enumerate(sides.items())
+                     if i == 0 or any(k in name for k in keep)}
         speeds: dict[str, list[tuple]] = {name: [] for name in sides}
         for repeat in range(args.repeats):
             for name, side in sides.items():

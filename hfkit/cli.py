@@ -295,19 +295,10 @@ def predict(
 
     zero_shot = _zero_shot(template, verbalizer, calibrate)
     if file is not None:
-        if texts:
-            typer.echo("error: give texts either on the command line or with --file, not both", err=True)
-            raise typer.Exit(2)
         from .inference import predict_file
 
-        def emit(records):
-            for record in records:
-                typer.echo(json.dumps(record, ensure_ascii=False))
-
-        summary = _run(predict_file, run_dir, str(file), str(output) if output else None, batch_size=batch_size,
-                       chunk_rows=chunk_rows, resume=resume, overwrite=overwrite, prompt=zero_shot, emit=emit)
-        if output is not None and _main_process():
-            typer.echo(f"{summary['rows']} predictions written to {output} ({summary['rows_per_second']} rows/s)")
+        _over_file(predict_file, run_dir, file, output, texts, ("texts", "predictions"), batch_size=batch_size,
+                   chunk_rows=chunk_rows, resume=resume, overwrite=overwrite, prompt=zero_shot)
         return
     items = list(texts or [])
     if not items:
@@ -365,6 +356,24 @@ def evaluate(
     if output is not None:
         output.write_text(text + "\n", encoding="utf-8")
     typer.echo(text)
+
+
+def _over_file(job, run_dir: str, file: Path, output: Optional[Path], given, nouns: tuple[str, str],
+               **options) -> None:
+    """The --file mode of predict and generate: `job` over every row; JSONL on stdout without --output."""
+    import json
+
+    if given:
+        typer.echo(f"error: give {nouns[0]} either on the command line or with --file, not both", err=True)
+        raise typer.Exit(2)
+
+    def emit(records):
+        for record in records:
+            typer.echo(json.dumps(record, ensure_ascii=False))
+
+    summary = _run(job, run_dir, str(file), str(output) if output else None, emit=emit, **options)
+    if output is not None and _main_process():
+        typer.echo(f"{summary['rows']} {nouns[1]} written to {output} ({summary['rows_per_second']} rows/s)")
 
 
 def _quiet_load(load, *args):
@@ -455,24 +464,12 @@ def generate(
     A model without a chat template continues the prompt as plain text.
     """
     if file is not None:
-        import json
-
         from .generation import generate_file
 
-        if prompts:
-            typer.echo("error: give prompts either on the command line or with --file, not both", err=True)
-            raise typer.Exit(2)
-
-        def emit(records):
-            for record in records:
-                typer.echo(json.dumps(record, ensure_ascii=False))
-
-        summary = _run(generate_file, run_dir, str(file), str(output) if output else None, column=column,
-                       system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                       seed=seed or 0, stop=list(stop or []) or None, batch_size=batch_size, resume=resume,
-                       overwrite=overwrite, emit=emit)
-        if output is not None and _main_process():
-            typer.echo(f"{summary['rows']} replies written to {output} ({summary['rows_per_second']} rows/s)")
+        _over_file(generate_file, run_dir, file, output, prompts, ("prompts", "replies"), column=column,
+                   system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                   seed=seed or 0, stop=list(stop or []) or None, batch_size=batch_size, resume=resume,
+                   overwrite=overwrite)
         return
     if not prompts:
         typer.echo("error: nothing to answer; give prompts as arguments or --file FILE", err=True)
