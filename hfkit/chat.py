@@ -41,6 +41,7 @@ CHATML = (
 TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
     "chatml": (CHATML, ("<|im_start|>", "<|im_end|>")),
 }
+DEFAULT_TEMPLATE = "chatml"  # for a tokenizer without a template: the format SmolLM2, Qwen and TRL's setup_chat_format use
 
 FORMATS = ("messages", "prompt_completion", "alpaca")
 FORMAT_COLUMNS = {"messages": ("messages",), "prompt_completion": ("prompt", "completion"),
@@ -117,15 +118,18 @@ def conversations(ds, fmt: str, key: str, system_prompt: str | None = None) -> l
 # --------------------------------------------------------------------------------------------- templates
 def set_up_template(tokenizer, name: str | None) -> list[str]:
     """Give the tokenizer the chat template to train with: `name` (a TEMPLATES name or a .jinja file) replaces its
-    own; None keeps its own and refuses a tokenizer without one. Returns the special tokens added (the model's
-    embeddings must grow by as many)."""
+    own; None keeps its own, and gives a tokenizer without one (a model from `hfkit pretrain`) ChatML, logged.
+    Returns the special tokens added (the model's embeddings must grow by as many)."""
     from pathlib import Path
 
     if name is None:
-        if not getattr(tokenizer, "chat_template", None):
-            raise ModelError("the tokenizer has no chat template (a model trained with `hfkit pretrain` has none); name "
-                             f"one with sft.chat_template={next(iter(TEMPLATES))}, or give a .jinja file")
-        return []
+        if getattr(tokenizer, "chat_template", None):
+            return []
+        from .console import log
+
+        name = DEFAULT_TEMPLATE
+        log(f"sft.chat_template: the tokenizer has no chat template; using {name} (name another, or a .jinja "
+            "file, with sft.chat_template)")
     if name in TEMPLATES:
         template, specials = TEMPLATES[name]
     else:

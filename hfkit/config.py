@@ -501,8 +501,8 @@ class SftConfig:
     """task sft: the data's shape. auto: from the columns (`messages`; `prompt` + `completion`; `instruction` +
     `output` + optional `input`, Alpaca)."""
     chat_template: str | None = None
-    """The chat template that renders conversations: null = the tokenizer's own (a model without one is refused);
-    chatml, or a .jinja file, replaces it. It is saved with the run's tokenizer, so inference renders the same text."""
+    """The chat template that renders conversations: null = the tokenizer's own (chatml, logged, for a model without
+    one); chatml, or a .jinja file, replaces it. It is saved with the run's tokenizer, so inference renders the same text."""
     system_prompt: str | None = None
     """A system turn put before every conversation that has none."""
     train_on_prompt: bool = False

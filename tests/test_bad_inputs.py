@@ -49,6 +49,7 @@ def inputs(tmp_path_factory, mlm_run, clm_run):
     chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     (d / "chats.jsonl").write_text(json.dumps({"messages": chat}) + "\n" + json.dumps({"messages": [
         {"role": "user", "content": "hi"}, {"role": "bot", "content": "hello"}]}) + "\n")
+    (d / "good_chats.jsonl").write_text((json.dumps({"messages": chat}) + "\n") * 4)
     (d / "order.jsonl").write_text(json.dumps({"messages": chat}) + "\n"
                                    + json.dumps({"messages": chat}) + "\n"
                                    + json.dumps({"messages": [chat[0], chat[0], chat[1]]}) + "\n")
@@ -64,8 +65,8 @@ def ner(i, train="ner.conll"):
     return ["finetune", "ner-full", f"model.path={i['mlm']}", f"data.train={i['dir'] / train}"]
 
 
-def sft(i, train="chats.jsonl", template=True):
-    return (["finetune", "sft-full", f"model.path={i['clm']}", f"data.train={i['dir'] / train}", "data.max_length=64"]
+def sft(i, train="chats.jsonl", template=True, recipe="sft-full"):
+    return (["finetune", recipe, f"model.path={i['clm']}", f"data.train={i['dir'] / train}", "data.max_length=64"]
             + (["sft.chat_template=chatml"] if template else []))
 
 
@@ -127,7 +128,7 @@ CASES = {
     "chat turn with an unknown role": (lambda i: sft(i), "data.train row 2: turn 2 has role 'bot', which is not one of system, user, assistant"),
     "chat turns that do not alternate": (lambda i: sft(i, "order.jsonl"), "data.train row 3: turns must alternate user, assistant, user, ...; turn 2 is 'user' after 'user'"),
     "conversation format not detectable": (lambda i: sft(i, "qa.csv"), "data.train: cannot tell the conversation format from the columns (question, answer)"),
-    "model without a chat template, none named": (lambda i: sft(i, template=False), "the tokenizer has no chat template"),
+    "LoRA on a model without a chat template": (lambda i: sft(i, "good_chats.jsonl", template=False, recipe="sft-lora"), "the chat template added <|im_start|>, <|im_end|> to the tokenizer"),
     "L-BFGS for an MLP head": (lambda i: fine(i) + ["method=frozen", "frozen.head=mlp", "frozen.solver=lbfgs"], "frozen.solver: lbfgs solves a linear head on cached features"),
 }
 

@@ -187,7 +187,7 @@ def sft_full_run(clm_run, chat_file, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("sft") / "full"
     cfg = {"task": "sft", "method": "full", "output_dir": str(out), "model": {"path": str(clm_run.output_dir)},
-           "sft": {"chat_template": "chatml", "packing": True},
+           "sft": {"packing": True},  # no template named: a pretrained GPT has none, so chatml is chosen
            "data": {"train": str(chat_file), "validation_split": 0.1, "max_length": 64},
            "train": {"epochs": 3, "batch_size": 4, "learning_rate": 3e-3, "report_to": [], "logging_steps": 5,
                      "eval_before_training": True}}
@@ -327,3 +327,15 @@ def test_generate_file_batches_like_one_by_one_with_stop_strings_and_resume(sft_
     assert again.exit_code == 2 and "--overwrite" in again.output
     missing = CliRunner().invoke(app, ["generate", run, "--file", str(source)])
     assert missing.exit_code == 2 and "no column 'prompt'" in missing.output
+
+
+def test_a_model_without_a_template_gets_chatml_and_a_named_one_wins(clm_run, capsys):
+    from transformers import AutoTokenizer
+
+    plain = AutoTokenizer.from_pretrained(clm_run.output_dir)
+    assert not getattr(plain, "chat_template", None)
+    assert set_up_template(plain, None) == ["<|im_start|>", "<|im_end|>"]
+    assert "<|im_start|>" in plain.chat_template and "using chatml" in capsys.readouterr().err
+    own = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    plain.chat_template = own
+    assert set_up_template(plain, None) == [] and plain.chat_template == own  # its own template is kept
