@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from predict_scale import child  # a fresh process's wall time, peak RSS and output
 
 CHILD = """
 import json, sys
@@ -70,16 +71,11 @@ def main() -> None:
                    "data.validation": validation, "data.max_length": args.max_length, "train.max_steps": args.steps,
                    "train.batch_size": 1, "train.gradient_accumulation_steps": 1, "train.precision": "bf16",
                    "train.report_to": [], "lora.merge": False, "sft.packing": False, "train.save_steps": 10_000}
-            proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(cfg)], stdout=subprocess.PIPE,
-                                    stderr=subprocess.DEVNULL, text=True)
-            out = proc.stdout.read()
-            _, status, usage = os.wait4(proc.pid, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
-                raise RuntimeError(f"model.dtype={dtype} failed")
+            _, rss, out = child([sys.executable, "-c", CHILD, json.dumps(cfg)])
             got = json.loads(out.strip().splitlines()[-1])
             plan_weights, plan_total = planned({k: v for k, v in cfg.items() if k != "output_dir"})
-            rows.append((dtype, got, usage.ru_maxrss / 1024, plan_weights, plan_total))
-            print(f"model.dtype={dtype}: {got}, peak RSS {usage.ru_maxrss / 1024:,.0f} MB", flush=True)
+            rows.append((dtype, got, rss, plan_weights, plan_total))
+            print(f"model.dtype={dtype}: {got}, peak RSS {rss:,.0f} MB", flush=True)
     print(f"\nSmolLM2-135M LoRA (r 16), train.precision=bf16, {args.steps} steps x 1 row of <= {args.max_length} "
           f"tokens, {args.validation_rows} held-out rows\n")
     print("| model.dtype | base stored in | weights in memory MB | peak RSS MB | plan: weights GB | plan: total GB "

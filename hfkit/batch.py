@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError, OutputDirError
+from .rows import chunked, json_array
 
 CHUNK_ROWS = 4096  # rows sorted by length together: enough to batch similar lengths, small enough to stay flat
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text",
@@ -61,24 +62,13 @@ def count_rows(path: str, fmt: str) -> int | None:
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(path).metadata.num_rows
-    if fmt == "json" and Path(path).read_bytes()[:64].lstrip().startswith(b"["):
+    if fmt == "json" and json_array(path):
         return None
     lines = 0
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
             lines += block.count(b"\n")
     return max(lines - (1 if fmt in ("csv", "tsv") else 0), 0)
-
-
-def chunks(rows, size: int):
-    chunk = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 # --------------------------------------------------------------------------------------------- processes
@@ -208,11 +198,12 @@ def join_parts(job: Job, count: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------- the loop
-def run_file(path: str, output: str | Path | None, predict_chunk, identity: dict, *, chunk_rows: int = CHUNK_ROWS,
-             resume: bool = False, overwrite: bool = False, progress: bool = True, emit=None,
-             desc: str = "Predicting") -> dict:
+def run_file(path: str, output: str | Path | None, predict_chunk, run_dir, identity: dict, *,
+             chunk_rows: int = CHUNK_ROWS, resume: bool = False, overwrite: bool = False, progress: bool = True,
+             emit=None, desc: str = "Predicting") -> dict:
     """Apply `predict_chunk(rows, k) -> records` to every chunk k of `path`, writing to `output` (see the module's
-    docstring), or, without an output, handing each chunk's records to `emit` (one process only).
+    docstring), or, without an output, handing each chunk's records to `emit` (one process only). `run_dir` and
+    `identity` (the job's settings) go into job.json, so a resume with another run or settings is refused.
     Returns {rows, predicted, seconds, rows_per_second, output}."""
     from tqdm.auto import tqdm
 
@@ -220,8 +211,10 @@ def run_file(path: str, output: str | Path | None, predict_chunk, identity: dict
         raise DataError(f"chunk_rows: {chunk_rows}; give 1 or more")
     fmt = input_format(path)
     rank, size = world()
+    run = Path(str(run_dir))
     identity = {"input": str(Path(path).resolve()), "input_bytes": Path(path).stat().st_size,
-                "input_mtime_ns": Path(path).stat().st_mtime_ns, "chunk_rows": chunk_rows, **identity}
+                "input_mtime_ns": Path(path).stat().st_mtime_ns, "chunk_rows": chunk_rows,
+                "run": str(run.resolve()) if run.exists() else str(run_dir), **identity}
     job = None
     if output is not None:
         job = open_job(Path(output), identity, resume=resume, overwrite=overwrite)
@@ -230,7 +223,7 @@ def run_file(path: str, output: str | Path | None, predict_chunk, identity: dict
     bar = tqdm(total=count_rows(path, fmt), unit="rows", desc=desc, disable=not progress or rank != 0,
                dynamic_ncols=True)
     start, rows, predicted, k = time.perf_counter(), 0, 0, -1
-    for k, chunk in enumerate(chunks(read_rows(path, fmt), chunk_rows)):
+    for k, chunk in enumerate(chunked(read_rows(path, fmt), chunk_rows)):
         rows += len(chunk)
         if job is not None and (k % size != rank or job.part(k).is_file()):
             bar.update(len(chunk))  # another process's chunk, or one a stopped run finished

@@ -114,8 +114,6 @@ def generate_file(run_dir, path: str, output=None, *, column: str = "prompt", sy
     """Answer every row of a file (its `column`, or each line of a .txt) into `output` ({"prompt", "text"} per
     row, in input order), a chunk at a time, resumable and shared between processes like predict_file. Sampling
     is seeded per chunk (seed + chunk number), so a resumed or multi-process job samples what one process would."""
-    from pathlib import Path as _Path
-
     import torch
 
     from .batch import CHUNK_ROWS, input_format, place, run_file, text_of
@@ -135,8 +133,7 @@ def generate_file(run_dir, path: str, output=None, *, column: str = "prompt", sy
                                  top_p=top_p, stop=stop, batch_size=batch_size)
         return [{"prompt": p, "text": r} for p, r in zip(prompts, replies)]
 
-    identity = {"kind": "generate", "run": str(_Path(str(run_dir)).resolve()) if _Path(str(run_dir)).exists()
-                else str(run_dir), "column": key, "system": system, "max_new_tokens": max_new_tokens,
+    identity = {"kind": "generate", "column": key, "system": system, "max_new_tokens": max_new_tokens,
                 "temperature": temperature, "top_p": top_p, "seed": seed, "stop": stop}
-    return run_file(path, output, answer, identity, chunk_rows=chunk_rows or CHUNK_ROWS, resume=resume,
+    return run_file(path, output, answer, run_dir, identity, chunk_rows=chunk_rows or CHUNK_ROWS, resume=resume,
                     overwrite=overwrite, progress=progress, emit=emit, desc="Generating")

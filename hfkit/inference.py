@@ -216,7 +216,5 @@ def predict_file(run_dir: str | Path, path: str, output: str | Path | None = Non
             return [{"text": t, **r} for t, r in zip(texts, results)]
         return [{"text": t, "text_pair": p, **r} for t, p, r in zip(texts, pairs, results)]
 
-    identity = {"kind": "predict", "run": str(Path(str(run_dir)).resolve()) if Path(str(run_dir)).exists()
-                else str(run_dir), "prompt": prompt}
-    return run_file(path, output, predict_chunk, identity, chunk_rows=chunk_rows or CHUNK_ROWS, resume=resume,
+    return run_file(path, output, predict_chunk, run_dir, {"kind": "predict", "prompt": prompt}, chunk_rows=chunk_rows or CHUNK_ROWS, resume=resume,
                     overwrite=overwrite, progress=progress, emit=emit)

@@ -341,14 +341,16 @@ def resolved_precision(precision: str) -> str:
     return precision
 
 
-def base_dtype(cfg) -> str:
-    """model.dtype resolved: the run's 16-bit dtype for a frozen base under 16-bit precision, else float32."""
+def base_dtype(cfg, precision: str | None = None) -> str:
+    """model.dtype resolved: the run's 16-bit dtype for a frozen base under 16-bit precision, else float32.
+    `precision`: the resolved train.precision when it is not this machine's (hfkit plan's GPU)."""
     wanted = getattr(cfg.model, "dtype", "float32")
     if wanted != "auto":
         return wanted
     if getattr(cfg, "adaptation", "full") in ("full", "zero_shot"):
         return "float32"
-    return {"bf16": "bfloat16", "fp16": "float16"}.get(resolved_precision(cfg.train.precision), "float32")
+    precision = precision or resolved_precision(cfg.train.precision)
+    return {"bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32")
 
 
 def dtype_kwargs(cfg) -> dict:

@@ -111,7 +111,7 @@ def model_shape(cfg, kind: str) -> tuple[Shape, object]:
 
     from .errors import ModelError
     from .flops import depth_and_width, matmul_params
-    from .models import PRESETS, _config_class, resolve_model_path
+    from .models import PRESETS, _config_class, base_dtype, resolve_model_path
 
     m = cfg.model
     if kind == "pretrain" and m.preset:
@@ -174,9 +174,9 @@ def model_shape(cfg, kind: str) -> tuple[Shape, object]:
         saved = None
         log(f"plan: activations from Korthikanti et al.'s formula; tracing {type(model).__name__} failed "
             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
-    # A GPU run computes in bf16 (train.precision auto), so model.dtype auto stores a LoRA's frozen base in bf16.
-    dtype = getattr(cfg.model, "dtype", "float32")
-    base_bytes = 2 if method == "lora" and dtype in ("auto", "bfloat16", "float16") else None
+    # The run's own rule (models.base_dtype) on a GPU, where train.precision auto computes in bf16.
+    precision = "bf16" if cfg.train.precision == "auto" else cfg.train.precision
+    base_bytes = 2 if method == "lora" and base_dtype(cfg, precision) != "float32" else None
     return Shape(total=total, trained=trained, matmul=matmul, layers=layers, hidden=hidden, vocab=vocab, seq=seq,
                  batch=cfg.train.batch_size, largest_layer=largest, saved=saved, base_bytes=base_bytes), config
 

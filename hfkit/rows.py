@@ -85,11 +85,27 @@ def _text_value(row: dict, text_column: str | None) -> str | None:
     return f"column '{text_column}' holds a {type(row[text_column]).__name__}, not text"
 
 
+def json_array(path: str) -> bool:
+    """Whether a .json file holds one array (read whole) rather than one object per line."""
+    with open(path, "rb") as fh:
+        return fh.read(64).lstrip().startswith(b"[")
+
+
+def chunked(items, size: int):
+    """Lists of `size` consecutive items (the last may be shorter), without holding more than one."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def json_rows(path: str, *, key: str, on_error: str, text_column: str | None = None):
     """(line, row) for each JSON object of a .jsonl file (or a .json file holding one array of objects)."""
-    with open(path, "rb") as fh:
-        head = fh.read(64).lstrip()
-    if head.startswith(b"["):  # one array: it parses whole or not at all, so a bad row cannot be skipped
+    if json_array(path):  # one array: it parses whole or not at all, so a bad row cannot be skipped
         with open(path, encoding="utf-8", errors="strict") as fh:
             try:
                 rows = json.load(fh)

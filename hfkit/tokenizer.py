@@ -8,9 +8,10 @@ tokenizers have no such family class and are saved as the generic fast tokenizer
 from __future__ import annotations
 
 import json
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from .errors import ModelError
+from .rows import chunked
 
 BERT_SPECIALS = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 ROBERTA_SPECIALS = dict(bos_token="<s>", pad_token="<pad>", eos_token="</s>", unk_token="<unk>", mask_token="<mask>",
@@ -69,7 +70,7 @@ def train_tokenizer(texts: Iterable[str], *, kind: str, family: str, algorithm: 
         # Byte-level BPE is reproducible (its alphabet is sorted); Unigram is not: tokenizers' trainer sums over
         # words in hash-map order, so two processes can keep slightly different pieces. A resumed run reuses the
         # saved tokenizer; tokenizer.path pins one across runs.
-        tok.train_from_iterator(_batches(texts), trainer=trainer)
+        tok.train_from_iterator(chunked(texts, 1000), trainer=trainer)
     if algorithm == "bpe":
         # transformers' GPT2/RobertaTokenizer rebuild the BPE model on load with "" for these (the trainer leaves
         # None): the same behaviour, but the saved files would differ between a run that trained the tokenizer and
@@ -124,7 +125,7 @@ def train_wordpiece_vocab(texts: Iterable[str], normalizer, pre_tokenizer, *, vo
         pinned = [f"##{c}" for c in sorted(later)]
         tok = Tokenizer(models.WordPiece(unk_token=unk_token))
         tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
-        tok.train_from_iterator(_batches(texts), trainer=trainers.WordPieceTrainer(
+        tok.train_from_iterator(chunked(texts, 1000), trainer=trainers.WordPieceTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special_tokens + pinned,
             show_progress=show_progress))
         vocab = tok.get_vocab()
@@ -145,17 +146,6 @@ def _wrapper_class(kind: str, family: str, algorithm: str):
     if algorithm == "bpe":
         return RobertaTokenizer if kind == "mlm" else GPT2Tokenizer
     return PreTrainedTokenizerFast
-
-
-def _batches(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for text in texts:
-        batch.append(text)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def load_tokenizer(path: str, *, revision=None, trust_remote_code=False):
